@@ -1,0 +1,1 @@
+"""jaxasr-interp: mechanistic interpretability of Whisper in JAX."""

@@ -1,0 +1,1 @@
+"""Checkpoint readers and converters into the parameter tree of :mod:`.layout`."""

@@ -1,0 +1,188 @@
+"""The parameter tree and a checked way to fill it.
+
+Names follow openai/whisper (``encoder.blocks[i].attn.query`` ...), with Flax conventions for
+the leaves: a linear layer is ``{"kernel": [in, out], "bias": [out]}`` (``y = x @ kernel + bias``),
+a conv is ``{"kernel": [width, in, out], "bias": [out]}``, a LayerNorm is ``{"scale", "bias"}``.
+The blocks of each stack are stacked on a leading layer axis ``[L, ...]`` so that the model can
+``lax.scan`` over them. The key projections have no bias, as in the reference.
+
+Every converter goes through :class:`ParamFiller`: it starts from the shapes implied by
+``Dims``, checks the shape of every tensor it is given, refuses a second fill of the same slot,
+and on ``finish`` refuses any slot left empty. :class:`TensorSource` does the same on the
+checkpoint side: a tensor that no rule consumed is an error, never silently dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from ..config import Dims
+
+
+def _linear(n_in, n_out, bias=True, layers=None):
+    lead = () if layers is None else (layers,)
+    leaf = {"kernel": lead + (n_in, n_out)}
+    if bias:
+        leaf["bias"] = lead + (n_out,)
+    return leaf
+
+
+def _norm(d, layers=None):
+    lead = () if layers is None else (layers,)
+    return {"scale": lead + (d,), "bias": lead + (d,)}
+
+
+def _attention(d, layers):
+    return {
+        "query": _linear(d, d, layers=layers),
+        "key": _linear(d, d, bias=False, layers=layers),
+        "value": _linear(d, d, layers=layers),
+        "out": _linear(d, d, layers=layers),
+    }
+
+
+def _mlp(d, layers):
+    return {"mlp_ln": _norm(d, layers), "mlp1": _linear(d, 4 * d, layers=layers),
+            "mlp2": _linear(4 * d, d, layers=layers)}
+
+
+def param_shapes(dims: Dims) -> dict:
+    """The full parameter tree of a Whisper model as nested dicts of shape tuples."""
+    da, dt = dims.n_audio_state, dims.n_text_state
+    la, lt = dims.n_audio_layer, dims.n_text_layer
+    return {
+        "encoder": {
+            "conv1": {"kernel": (3, dims.n_mels, da), "bias": (da,)},
+            "conv2": {"kernel": (3, da, da), "bias": (da,)},
+            "positional_embedding": (dims.n_audio_ctx, da),
+            "blocks": {"attn_ln": _norm(da, la), "attn": _attention(da, la), **_mlp(da, la)},
+            "ln_post": _norm(da),
+        },
+        "decoder": {
+            "token_embedding": (dims.n_vocab, dt),
+            "positional_embedding": (dims.n_text_ctx, dt),
+            "blocks": {"attn_ln": _norm(dt, lt), "attn": _attention(dt, lt),
+                       "cross_attn_ln": _norm(dt, lt), "cross_attn": _attention(dt, lt),
+                       **_mlp(dt, lt)},
+            "ln": _norm(dt),
+        },
+    }
+
+
+def iter_paths(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Yield ``("encoder/blocks/attn/query/kernel", leaf)`` pairs in a fixed order."""
+    for key in sorted(tree):
+        value = tree[key]
+        path = f"{prefix}/{key}" if prefix else key
+        if isinstance(value, Mapping):
+            yield from iter_paths(value, path)
+        else:
+            yield path, value
+
+
+def get_path(tree: Mapping[str, Any], path: str):
+    for key in path.split("/"):
+        tree = tree[key]
+    return tree
+
+
+def set_path(tree: dict, path: str, value) -> None:
+    *parents, last = path.split("/")
+    for key in parents:
+        tree = tree.setdefault(key, {})
+    tree[last] = value
+
+
+def is_stacked(path: str) -> bool:
+    return "/blocks/" in path
+
+
+class CheckpointError(ValueError):
+    """A checkpoint whose tensors do not make a complete, well-shaped Whisper model."""
+
+
+class ParamFiller:
+    """Fill every slot of ``param_shapes(dims)`` exactly once, checking shapes."""
+
+    def __init__(self, dims: Dims, source: str = "checkpoint"):
+        self.dims = dims
+        self.source = source
+        self.shapes = dict(iter_paths(param_shapes(dims)))
+        self.values: dict[str, np.ndarray] = {}
+        self.filled: dict[str, np.ndarray] = {}  # stacked path -> bool per layer
+
+    def put(self, path: str, array, layer: int | None = None, origin: str = "?") -> None:
+        if path not in self.shapes:
+            raise CheckpointError(f"{self.source}: tensor {origin!r} maps to unknown parameter {path!r}")
+        shape = self.shapes[path]
+        array = np.asarray(array, dtype=np.float32)
+        if is_stacked(path):
+            if layer is None or not 0 <= layer < shape[0]:
+                raise CheckpointError(f"{self.source}: tensor {origin!r} has layer index {layer} "
+                                      f"outside 0..{shape[0] - 1} for {path!r}")
+            want = shape[1:]
+            if path not in self.values:
+                self.values[path] = np.zeros(shape, np.float32)
+                self.filled[path] = np.zeros(shape[0], bool)
+            if self.filled[path][layer]:
+                raise CheckpointError(f"{self.source}: {path!r} layer {layer} filled twice (again by {origin!r})")
+        else:
+            want = shape
+            if path in self.values:
+                raise CheckpointError(f"{self.source}: {path!r} filled twice (again by {origin!r})")
+        if tuple(array.shape) != tuple(want):
+            raise CheckpointError(f"{self.source}: tensor {origin!r} has shape {tuple(array.shape)}, "
+                                  f"expected {tuple(want)} for {path!r}")
+        if is_stacked(path):
+            self.values[path][layer] = array
+            self.filled[path][layer] = True
+        else:
+            self.values[path] = array
+
+    def finish(self) -> dict:
+        missing = []
+        for path in self.shapes:
+            if path not in self.values:
+                missing.append(path)
+            elif is_stacked(path) and not self.filled[path].all():
+                missing += [f"{path}[layer {i}]" for i in np.flatnonzero(~self.filled[path])]
+        if missing:
+            shown = ", ".join(missing[:8]) + (f" (+{len(missing) - 8} more)" if len(missing) > 8 else "")
+            raise CheckpointError(f"{self.source}: missing tensors for {shown}")
+        params: dict = {}
+        for path, value in self.values.items():
+            set_path(params, path, value)
+        return params
+
+
+class TensorSource:
+    """A checkpoint's named tensors; every one must be taken by some conversion rule."""
+
+    def __init__(self, tensors: Mapping[str, Any], source: str = "checkpoint"):
+        self.tensors = dict(tensors)
+        self.source = source
+        self.taken: set[str] = set()
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.tensors
+
+    def take(self, name: str) -> np.ndarray:
+        if name not in self.tensors:
+            raise CheckpointError(f"{self.source}: missing tensor {name!r}")
+        if name in self.taken:
+            raise CheckpointError(f"{self.source}: tensor {name!r} used twice")
+        self.taken.add(name)
+        return np.asarray(self.tensors[name])
+
+    def skip(self, name: str) -> None:
+        """Mark a tensor as deliberately unused (a buffer the model recomputes, say)."""
+        if name in self.tensors:
+            self.taken.add(name)
+
+    def check_all_taken(self) -> None:
+        extra = sorted(set(self.tensors) - self.taken)
+        if extra:
+            shown = ", ".join(extra[:8]) + (f" (+{len(extra) - 8} more)" if len(extra) > 8 else "")
+            raise CheckpointError(f"{self.source}: unexpected tensors not part of a Whisper model: {shown}")
