@@ -1,0 +1,90 @@
+"""Greedy decoding under ``jit`` with an explicit KV cache.
+
+The cache is a plain pytree, one per utterance (batches are ``vmap``)::
+
+    {"self_k", "self_v": [L, n_text_ctx, H, dh],   # filled position by position
+     "cross_k", "cross_v": [L, S, H, dh]}          # computed once from the audio features
+
+The default rule is a plain argmax over the whole vocabulary: the analyses need to see what the
+model itself prefers, an immediate end-of-text included. ``suppress=True`` applies Whisper's
+usual rules instead: blank (space, end-of-text) suppressed at the first step, and the
+non-speech symbols and task tokens suppressed at every step (the set of
+:meth:`~.tokenizer.WhisperTokenizer.suppress_ids`).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from .config import Dims
+from .model import Params, cross_kv, decode
+from .sites import Tap
+
+
+def init_cache(params: Params, audio_features, *, dims: Dims, edits=None, dtype=jnp.float32):
+    """KV cache for one utterance: cross-attention keys/values computed (edits applied)."""
+    blocks = jax.tree_util.tree_map(lambda a: a.astype(dtype), params["decoder"]["blocks"])
+    block_edits = {k: v for k, v in (edits or {}).items() if k in ("decoder.cross_attn.k", "decoder.cross_attn.v")}
+
+    def body(_, layer):
+        p_l, edits_l = layer
+        k, v = cross_kv(p_l["cross_attn"], audio_features.astype(dtype), Tap("decoder", edits_l, ()),
+                        dims.n_text_head)
+        return None, (k, v)
+
+    _, (cross_k, cross_v) = jax.lax.scan(body, None, (blocks, block_edits))
+    d_head = dims.n_text_state // dims.n_text_head
+    empty = jnp.zeros((dims.n_text_layer, dims.n_text_ctx, dims.n_text_head, d_head), dtype)
+    return {"self_k": empty, "self_v": empty, "cross_k": cross_k, "cross_v": cross_v}
+
+
+def logit_bias(n_vocab: int, ids) -> jnp.ndarray:
+    """0 everywhere, -inf at ``ids``: added to logits to suppress tokens."""
+    bias = jnp.zeros((n_vocab,), jnp.float32)
+    return bias.at[jnp.asarray(list(ids), jnp.int32)].set(-jnp.inf) if len(ids) else bias
+
+
+@functools.partial(jax.jit, static_argnames=("dims", "max_new_tokens", "dtype", "precision"))
+def greedy_decode(params: Params, audio_features, prompt, eot, bias, first_bias, *, dims: Dims,
+                  max_new_tokens: int, edits=None, dtype=jnp.float32, precision="highest"):
+    """Greedy tokens for a batch: audio_features [B, S, D], prompt [P] -> ids [B, max_new_tokens].
+
+    Positions after end-of-text are filled with ``eot``. ``bias`` is added to the logits at every
+    step and ``first_bias`` too at the first step (see :func:`logit_bias`). The loop stops as
+    soon as every item has produced end-of-text.
+    """
+    batch = audio_features.shape[0]
+    n_prompt = prompt.shape[0]
+    if n_prompt + max_new_tokens > dims.n_text_ctx:
+        raise ValueError(f"prompt ({n_prompt}) + max_new_tokens ({max_new_tokens}) exceeds the "
+                         f"decoder context of {dims.n_text_ctx} tokens")
+    cache = jax.vmap(lambda af: init_cache(params, af, dims=dims, edits=edits, dtype=dtype))(audio_features)
+
+    def step(cache, tokens, offset):
+        def one(c, t):
+            logits, _, c = decode(params, t, None, dims=dims, edits=edits, cache=c, offset=offset,
+                                  dtype=dtype, precision=precision)
+            return logits[-1], c
+        return jax.vmap(one)(cache, tokens)
+
+    logits, cache = step(cache, jnp.broadcast_to(prompt, (batch, n_prompt)), 0)
+    first = jnp.argmax(logits + bias + first_bias, axis=-1)
+    out = jnp.full((batch, max_new_tokens), eot, jnp.int32)
+
+    def cond(state):
+        i, _, _, _, done = state
+        return (i < max_new_tokens) & ~jnp.all(done)
+
+    def body(state):
+        i, token, cache, out, done = state
+        token = jnp.where(done, eot, token).astype(jnp.int32)
+        out = out.at[:, i].set(token)
+        done = done | (token == eot)
+        logits, cache = step(cache, token[:, None], n_prompt + i)
+        return i + 1, jnp.argmax(logits + bias, axis=-1), cache, out, done
+
+    state = (jnp.int32(0), first, cache, out, jnp.zeros((batch,), bool))
+    return jax.lax.while_loop(cond, body, state)[3]

@@ -1,0 +1,169 @@
+"""Whisper as pure functions: ``encode``, ``decode``, ``forward``.
+
+The core is unbatched (one utterance; ``jax.vmap`` makes batches). Each stack's blocks run
+under ``lax.scan`` over the stacked layer axis of the parameters, so compile time does not grow
+with depth and per-layer activations come out stacked ``[L, ...]``.
+
+Every site of :mod:`.sites` passes through a :class:`~.sites.Tap`, which applies the edits
+given for it and records it when asked to capture. Edits of block sites carry a leading layer
+axis and are scanned alongside the parameters.
+
+``precision`` sets JAX's default matmul precision while tracing: ``"highest"`` (the default)
+is float32-exact on GPU and TPU too, where JAX would otherwise use TF32 / bf16 passes.
+``dtype=jnp.bfloat16`` runs the matmuls in bfloat16 (LayerNorm and softmax stay float32).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+
+from . import layers as L
+from .config import Dims
+from .sites import BLOCK_SITES, DECODER_SITES, ENCODER_SITES, Tap, expand
+
+Params = Mapping[str, Any]
+
+
+def _cast(params, dtype):
+    if dtype == jnp.float32:
+        return params
+    return jax.tree_util.tree_map(lambda a: a.astype(dtype), params)
+
+
+def _split(edits, capture, stack_sites):
+    """Whole-stack vs per-block edits and captures of one stack."""
+    edits = {k: v for k, v in (edits or {}).items() if k in stack_sites}
+    capture = [c for c in capture if c in stack_sites]
+    block_edits = {k: v for k, v in edits.items() if k in BLOCK_SITES}
+    stack_edits = {k: v for k, v in edits.items() if k not in BLOCK_SITES}
+    return stack_edits, block_edits, [c for c in capture if c not in BLOCK_SITES], \
+        [c for c in capture if c in BLOCK_SITES]
+
+
+def _self_attention(x, p, tap, n_head, prefix, mask, cache=None, offset=None):
+    q = tap(f"{prefix}.q", L.split_heads(L.linear(x, p["query"]), n_head))
+    k = tap(f"{prefix}.k", L.split_heads(L.linear(x, p["key"]), n_head))
+    v = tap(f"{prefix}.v", L.split_heads(L.linear(x, p["value"]), n_head))
+    new_cache = None
+    if cache is not None:
+        k = jax.lax.dynamic_update_slice(cache["self_k"], k.astype(cache["self_k"].dtype), (offset, 0, 0))
+        v = jax.lax.dynamic_update_slice(cache["self_v"], v.astype(cache["self_v"].dtype), (offset, 0, 0))
+        new_cache = {"self_k": k, "self_v": v}
+    pattern = tap(f"{prefix}.pattern", L.attention_pattern(q, k, mask))
+    z = tap(f"{prefix}.z", L.attend(pattern, v))
+    return L.linear(z.reshape(z.shape[0], -1), p["out"]), new_cache
+
+
+def encoder_block(x, p, tap: Tap, n_head: int):
+    x = tap("resid_pre", x)
+    attn, _ = _self_attention(L.layer_norm(x, p["attn_ln"]), p["attn"], tap, n_head, "attn", None)
+    x = tap("resid_mid", x + tap("attn_out", attn))
+    hidden = tap("mlp.hidden", L.gelu(L.linear(L.layer_norm(x, p["mlp_ln"]), p["mlp1"])))
+    return tap("resid_post", x + tap("mlp_out", L.linear(hidden, p["mlp2"])))
+
+
+def cross_kv(p, audio_features, tap: Tap, n_head: int):
+    """Cross-attention keys and values of one decoder block, [S, H, dh] each."""
+    k = tap("cross_attn.k", L.split_heads(L.linear(audio_features, p["key"]), n_head))
+    v = tap("cross_attn.v", L.split_heads(L.linear(audio_features, p["value"]), n_head))
+    return k, v
+
+
+def decoder_block(x, p, tap: Tap, n_head: int, audio_features, mask, cache=None, offset=None):
+    x = tap("resid_pre", x)
+    attn, new_cache = _self_attention(L.layer_norm(x, p["attn_ln"]), p["attn"], tap, n_head,
+                                      "self_attn", mask, cache, offset)
+    x = tap("resid_mid", x + tap("self_attn_out", attn))
+    h = L.layer_norm(x, p["cross_attn_ln"])
+    q = tap("cross_attn.q", L.split_heads(L.linear(h, p["cross_attn"]["query"]), n_head))
+    if cache is None:
+        k, v = cross_kv(p["cross_attn"], audio_features, tap, n_head)
+    else:
+        k, v = cache["cross_k"], cache["cross_v"]
+        new_cache.update(cross_k=k, cross_v=v)
+    pattern = tap("cross_attn.pattern", L.attention_pattern(q, k))
+    z = tap("cross_attn.z", L.attend(pattern, v))
+    cross = tap("cross_attn_out", L.linear(z.reshape(z.shape[0], -1), p["cross_attn"]["out"]))
+    x = tap("resid_mid_cross", x + cross)
+    hidden = tap("mlp.hidden", L.gelu(L.linear(L.layer_norm(x, p["mlp_ln"]), p["mlp1"])))
+    return tap("resid_post", x + tap("mlp_out", L.linear(hidden, p["mlp2"]))), new_cache
+
+
+def _check_mel(mel, dims: Dims):
+    want = (dims.n_mels, dims.n_samples_frames)
+    if tuple(mel.shape) != want:
+        raise ValueError(f"mel has shape {tuple(mel.shape)}, expected {want} [n_mels, frames] for "
+                         "this model (one utterance; use jax.vmap for batches, log_mel to pad to 30 s)")
+
+
+def encode(params: Params, mel, *, dims: Dims, edits=None, capture=(), dtype=jnp.float32,
+           precision: str | None = "highest"):
+    """Encoder: mel [n_mels, 2 * n_audio_ctx] -> (audio features [n_audio_ctx, D], acts)."""
+    _check_mel(mel, dims)
+    stack_edits, block_edits, stack_capture, block_capture = _split(edits, expand(capture), ENCODER_SITES)
+    with jax.default_matmul_precision(precision):
+        p = _cast(params["encoder"], dtype)
+        tap = Tap("", stack_edits, stack_capture)
+        x = L.gelu(L.conv1d(mel.T.astype(dtype), p["conv1"], stride=1))
+        x = L.gelu(L.conv1d(x, p["conv2"], stride=2))
+        x = tap("encoder.embed", x + p["positional_embedding"][: x.shape[0]])
+
+        def body(x, layer):
+            p_l, edits_l = layer
+            block_tap = Tap("encoder", edits_l, block_capture)
+            return encoder_block(x, p_l, block_tap, dims.n_audio_head), block_tap.captured
+
+        x, stacked = jax.lax.scan(body, x, (p["blocks"], block_edits))
+        x = tap("encoder.ln_post", L.layer_norm(x, p["ln_post"]))
+    return x, {**tap.captured, **stacked}
+
+
+def decode(params: Params, tokens, audio_features, *, dims: Dims, edits=None, capture=(),
+           cache=None, offset=0, dtype=jnp.float32, precision: str | None = "highest"):
+    """Decoder: tokens [T] -> (logits [T, n_vocab] in float32, acts), or with a KV ``cache``
+    (see :mod:`.decoding`) -> (logits, acts, new cache) for tokens at positions ``offset...``."""
+    if tokens.ndim != 1:
+        raise ValueError(f"tokens must be 1-D [T] for one utterance, got shape {tuple(tokens.shape)}; "
+                         "use jax.vmap for batches")
+    stack_edits, block_edits, stack_capture, block_capture = _split(edits, expand(capture), DECODER_SITES)
+    n_tokens = tokens.shape[0]
+    with jax.default_matmul_precision(precision):
+        p = _cast(params["decoder"], dtype)
+        tap = Tap("", stack_edits, stack_capture)
+        positions = jax.lax.dynamic_slice_in_dim(p["positional_embedding"], offset, n_tokens)
+        x = tap("decoder.embed", p["token_embedding"][tokens] + positions)
+        query_pos = offset + jnp.arange(n_tokens)
+        key_len = n_tokens if cache is None else cache["self_k"].shape[1]
+        mask = jnp.arange(key_len)[None, :] <= query_pos[:, None]
+        if audio_features is not None:
+            audio_features = audio_features.astype(dtype)
+
+        def body(x, layer):
+            p_l, edits_l, cache_l = layer
+            block_tap = Tap("decoder", edits_l, block_capture)
+            x, new_cache = decoder_block(x, p_l, block_tap, dims.n_text_head, audio_features, mask,
+                                         cache_l, offset)
+            return x, (block_tap.captured, new_cache)
+
+        x, (stacked, new_cache) = jax.lax.scan(body, x, (p["blocks"], block_edits, cache))
+        x = tap("decoder.ln_final", L.layer_norm(x, p["ln"]))
+        logits = tap("logits", (x @ p["token_embedding"].T).astype(jnp.float32))
+    acts = {**tap.captured, **stacked}
+    return (logits, acts) if cache is None else (logits, acts, new_cache)
+
+
+def forward(params: Params, mel, tokens, *, dims: Dims, edits=None, capture=(),
+            dtype=jnp.float32, precision: str | None = "highest"):
+    """Teacher-forced pass: mel [n_mels, frames], tokens [T] -> (logits [T, n_vocab], acts).
+
+    ``acts`` maps each captured site name (patterns expanded) to its value; block sites are
+    stacked over layers ``[L, ...]``.
+    """
+    audio_features, enc_acts = encode(params, mel, dims=dims, edits=edits, capture=capture,
+                                      dtype=dtype, precision=precision)
+    logits, dec_acts = decode(params, tokens, audio_features, dims=dims, edits=edits,
+                              capture=capture, dtype=dtype, precision=precision)
+    return logits, {**enc_acts, **dec_acts}

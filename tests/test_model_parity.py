@@ -1,0 +1,91 @@
+"""Our JAX Whisper against transformers' eager PyTorch Whisper on random prime-sized configs."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxasr_interp.config import Dims
+from jaxasr_interp.decoding import init_cache
+from jaxasr_interp.model import decode, encode, forward
+from jaxasr_interp.sites import ALL_SITES
+from torch_ref import params_of, random_torch_model, reference_run
+
+CONFIGS = {
+    # name: (dims, n_tokens); widths are even (sinusoidal positions need it), heads odd
+    "base-like": (Dims(n_mels=80, n_audio_ctx=23, n_audio_state=70, n_audio_head=5, n_audio_layer=3,
+                       n_vocab=97, n_text_ctx=19, n_text_state=70, n_text_head=5, n_text_layer=3), 11),
+    "turbo-like": (Dims(n_mels=80, n_audio_ctx=19, n_audio_state=78, n_audio_head=3, n_audio_layer=5,
+                        n_vocab=101, n_text_ctx=23, n_text_state=78, n_text_head=3, n_text_layer=2), 13),
+    "128-mels": (Dims(n_mels=128, n_audio_ctx=17, n_audio_state=42, n_audio_head=7, n_audio_layer=2,
+                      n_vocab=89, n_text_ctx=13, n_text_state=42, n_text_head=7, n_text_layer=3), 7),
+}
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module", params=list(CONFIGS))
+def case(request):
+    dims, n_tokens = CONFIGS[request.param]
+    torch_model = random_torch_model(dims, seed=len(request.param))
+    params = jax.tree_util.tree_map(jnp.asarray, params_of(torch_model, dims))
+    rng = np.random.default_rng(7)
+    mel = rng.standard_normal((dims.n_mels, dims.n_samples_frames)).astype(np.float32)
+    tokens = rng.integers(0, dims.n_vocab, n_tokens).astype(np.int32)
+    return dims, params, mel, tokens, reference_run(torch_model, mel, tokens)
+
+
+def test_every_site_matches_reference(case):
+    dims, params, mel, tokens, ref = case
+    logits, acts = forward(params, jnp.asarray(mel), jnp.asarray(tokens), dims=dims, capture=["*"])
+    acts["logits"] = logits
+    assert set(ref) == set(ALL_SITES)  # the reference reaches every site of the vocabulary
+    for name, want in ref.items():
+        got = np.asarray(acts[name])
+        assert got.shape == want.shape, name
+        assert np.abs(got - want).max() <= TOL, (name, np.abs(got - want).max())
+        assert want.std() > 1e-3, f"{name} is degenerate; the comparison would prove nothing"
+
+
+def test_block_outputs_and_logits_shapes(case):
+    dims, params, mel, tokens, ref = case
+    assert ref["encoder.resid_post"].shape[0] == dims.n_audio_layer
+    assert ref["decoder.resid_post"].shape[0] == dims.n_text_layer
+    assert ref["logits"].shape == (len(tokens), dims.n_vocab)
+
+
+def test_kv_cache_decoding_equals_teacher_forcing(case):
+    dims, params, mel, tokens, ref = case
+    features, _ = encode(params, jnp.asarray(mel), dims=dims)
+    cache = init_cache(params, features, dims=dims)
+    split = 3  # a prompt of 3 tokens, then one token at a time
+    logits, _, cache = decode(params, jnp.asarray(tokens[:split]), None, dims=dims, cache=cache, offset=0)
+    rows = [np.asarray(logits)]
+    step = jax.jit(lambda c, t, o: decode(params, t, None, dims=dims, cache=c, offset=o))
+    for i in range(split, len(tokens)):
+        logits, _, cache = step(cache, jnp.asarray(tokens[i:i + 1]), i)
+        rows.append(np.asarray(logits))
+    got = np.concatenate(rows)
+    assert np.abs(got - ref["logits"]).max() <= TOL
+
+
+def test_bfloat16_option_is_close_but_not_float32(case):
+    dims, params, mel, tokens, ref = case
+    logits, _ = forward(params, jnp.asarray(mel), jnp.asarray(tokens), dims=dims, dtype=jnp.bfloat16)
+    err = np.abs(np.asarray(logits) - ref["logits"]).max()
+    assert logits.dtype == jnp.float32
+    assert 1e-4 < err < 0.1 * np.abs(ref["logits"]).max()
+
+
+def test_vmap_batch_equals_single(case):
+    dims, params, mel, tokens, ref = case
+    mels = jnp.stack([jnp.asarray(mel), jnp.zeros_like(mel)])
+    batched = jax.vmap(lambda m: forward(params, m, jnp.asarray(tokens), dims=dims)[0])(mels)
+    assert np.abs(np.asarray(batched[0]) - ref["logits"]).max() <= TOL
+
+
+def test_wrong_shapes_are_clear_errors(case):
+    dims, params, mel, tokens, _ = case
+    with pytest.raises(ValueError, match=r"mel has shape .* expected"):
+        forward(params, jnp.asarray(mel[:, :-2]), jnp.asarray(tokens), dims=dims)
+    with pytest.raises(ValueError, match="tokens must be 1-D"):
+        forward(params, jnp.asarray(mel), jnp.asarray(tokens)[None], dims=dims)
