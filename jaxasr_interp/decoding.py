@@ -20,14 +20,18 @@ import jax
 import jax.numpy as jnp
 
 from .config import Dims
+from . import sites
+from .edits import at_position, resolve
 from .model import Params, cross_kv, decode
-from .sites import Tap
+from .sites import Tap, n_layers
+from .sites import shape as site_shape
 
 
 def init_cache(params: Params, audio_features, *, dims: Dims, edits=None, dtype=jnp.float32):
     """KV cache for one utterance: cross-attention keys/values computed (edits applied)."""
     blocks = jax.tree_util.tree_map(lambda a: a.astype(dtype), params["decoder"]["blocks"])
-    block_edits = {k: v for k, v in (edits or {}).items() if k in ("decoder.cross_attn.k", "decoder.cross_attn.v")}
+    block_edits = {k: resolve(v, k, site_shape(k, dims, 1), n_layers(k, dims))
+                   for k, v in (edits or {}).items() if k in _AUDIO_SITES}
 
     def body(_, layer):
         p_l, edits_l = layer
@@ -39,6 +43,41 @@ def init_cache(params: Params, audio_features, *, dims: Dims, edits=None, dtype=
     d_head = dims.n_text_state // dims.n_text_head
     empty = jnp.zeros((dims.n_text_layer, dims.n_text_ctx, dims.n_text_head, d_head), dtype)
     return {"self_k": empty, "self_v": empty, "cross_k": cross_k, "cross_v": cross_v}
+
+
+_AUDIO_SITES = ("decoder.cross_attn.k", "decoder.cross_attn.v")
+
+
+def _token_edits(edits, dims: Dims, default_len: int) -> dict:
+    """Resolve the decoder edits that act on token positions, each against as many positions as
+    its own data or mask has (``default_len`` when neither has a position axis)."""
+    out = {}
+    for name, edit in (edits or {}).items():
+        if not name.startswith("decoder.") and name != "logits" or name in _AUDIO_SITES:
+            continue
+        layered = n_layers(name, dims) is not None
+        axis = sites.axes(name).index("pos") + layered
+        lengths = [jnp.ndim(x) > axis and jnp.shape(x)[axis] for x in (edit.data, edit.mask)
+                   if x is not None]
+        n_tokens = max([n for n in lengths if n and n > 1], default=default_len)
+        out[name] = resolve(edit, name, site_shape(name, dims, n_tokens), n_layers(name, dims))
+    return out
+
+
+def _positions(edit, name: str, dims: Dims, n: int):
+    """The first ``n`` token positions of a resolved edit (padded unedited if it has fewer)."""
+    rows = [at_position(edit, name, i, n_layers(name, dims) is not None) for i in range(n)]
+    axis = sites.axes(name).index("pos") + (n_layers(name, dims) is not None)
+
+    def cat(xs):
+        return None if xs[0] is None else jnp.concatenate(xs, axis)
+    return type(edit)(edit.kind, cat([r.data for r in rows]), cat([r.alpha for r in rows]))
+
+
+def step_edits(token_edits: dict, dims: Dims, offset) -> dict:
+    """The edits of :func:`_token_edits` for the single token at ``offset``."""
+    return {name: at_position(edit, name, offset, n_layers(name, dims) is not None)
+            for name, edit in token_edits.items()}
 
 
 def logit_bias(n_vocab: int, ids) -> jnp.ndarray:
@@ -62,15 +101,18 @@ def greedy_decode(params: Params, audio_features, prompt, eot, bias, first_bias,
         raise ValueError(f"prompt ({n_prompt}) + max_new_tokens ({max_new_tokens}) exceeds the "
                          f"decoder context of {dims.n_text_ctx} tokens")
     cache = jax.vmap(lambda af: init_cache(params, af, dims=dims, edits=edits, dtype=dtype))(audio_features)
+    token_edits = _token_edits(edits, dims, dims.n_text_ctx)
 
-    def step(cache, tokens, offset):
+    def step(cache, tokens, offset, edits):
         def one(c, t):
             logits, _, c = decode(params, t, None, dims=dims, edits=edits, cache=c, offset=offset,
                                   dtype=dtype, precision=precision)
             return logits[-1], c
         return jax.vmap(one)(cache, tokens)
 
-    logits, cache = step(cache, jnp.broadcast_to(prompt, (batch, n_prompt)), 0)
+    # The prompt runs as one block: its edits are those of positions 0..n_prompt-1.
+    prompt_edits = {k: _positions(v, k, dims, n_prompt) for k, v in token_edits.items()}
+    logits, cache = step(cache, jnp.broadcast_to(prompt, (batch, n_prompt)), 0, prompt_edits)
     first = jnp.argmax(logits + bias + first_bias, axis=-1)
     out = jnp.full((batch, max_new_tokens), eot, jnp.int32)
 
@@ -83,7 +125,7 @@ def greedy_decode(params: Params, audio_features, prompt, eot, bias, first_bias,
         token = jnp.where(done, eot, token).astype(jnp.int32)
         out = out.at[:, i].set(token)
         done = done | (token == eot)
-        logits, cache = step(cache, token[:, None], n_prompt + i)
+        logits, cache = step(cache, token[:, None], n_prompt + i, step_edits(token_edits, dims, n_prompt + i))
         return i + 1, jnp.argmax(logits + bias, axis=-1), cache, out, done
 
     state = (jnp.int32(0), first, cache, out, jnp.zeros((batch,), bool))

@@ -15,6 +15,7 @@ is float32-exact on GPU and TPU too, where JAX would otherwise use TF32 / bf16 p
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping
 
 import jax
@@ -22,7 +23,9 @@ import jax.numpy as jnp
 
 from . import layers as L
 from .config import Dims
-from .sites import BLOCK_SITES, DECODER_SITES, ENCODER_SITES, Tap, expand
+from .edits import resolve
+from .sites import ALL_SITES, BLOCK_SITES, DECODER_SITES, ENCODER_SITES, Tap, expand, n_layers, unknown_site
+from .sites import shape as site_shape
 
 Params = Mapping[str, Any]
 
@@ -33,9 +36,14 @@ def _cast(params, dtype):
     return jax.tree_util.tree_map(lambda a: a.astype(dtype), params)
 
 
-def _split(edits, capture, stack_sites):
-    """Whole-stack vs per-block edits and captures of one stack."""
-    edits = {k: v for k, v in (edits or {}).items() if k in stack_sites}
+def _split(edits, capture, stack_sites, dims: Dims, n_tokens: int):
+    """Resolve the edits of one stack and split edits and captures into whole-stack and
+    per-block ones (the latter are scanned with the stacked parameters)."""
+    for name in edits or {}:
+        if name not in ALL_SITES:
+            raise unknown_site(name)
+    edits = {k: resolve(v, k, site_shape(k, dims, n_tokens), n_layers(k, dims))
+             for k, v in (edits or {}).items() if k in stack_sites}
     capture = [c for c in capture if c in stack_sites]
     block_edits = {k: v for k, v in edits.items() if k in BLOCK_SITES}
     stack_edits = {k: v for k, v in edits.items() if k not in BLOCK_SITES}
@@ -99,11 +107,20 @@ def _check_mel(mel, dims: Dims):
                          "this model (one utterance; use jax.vmap for batches, log_mel to pad to 30 s)")
 
 
+_STATIC = ("dims", "capture", "dtype", "precision")
+
+
 def encode(params: Params, mel, *, dims: Dims, edits=None, capture=(), dtype=jnp.float32,
            precision: str | None = "highest"):
     """Encoder: mel [n_mels, 2 * n_audio_ctx] -> (audio features [n_audio_ctx, D], acts)."""
     _check_mel(mel, dims)
-    stack_edits, block_edits, stack_capture, block_capture = _split(edits, expand(capture), ENCODER_SITES)
+    return _encode(params, mel, dims=dims, edits=edits, capture=expand(capture), dtype=dtype,
+                   precision=precision)
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _encode(params, mel, *, dims, edits, capture, dtype, precision):
+    stack_edits, block_edits, stack_capture, block_capture = _split(edits, capture, ENCODER_SITES, dims, 0)
     with jax.default_matmul_precision(precision):
         p = _cast(params["encoder"], dtype)
         tap = Tap("", stack_edits, stack_capture)
@@ -125,10 +142,17 @@ def decode(params: Params, tokens, audio_features, *, dims: Dims, edits=None, ca
            cache=None, offset=0, dtype=jnp.float32, precision: str | None = "highest"):
     """Decoder: tokens [T] -> (logits [T, n_vocab] in float32, acts), or with a KV ``cache``
     (see :mod:`.decoding`) -> (logits, acts, new cache) for tokens at positions ``offset...``."""
-    if tokens.ndim != 1:
-        raise ValueError(f"tokens must be 1-D [T] for one utterance, got shape {tuple(tokens.shape)}; "
+    if jnp.ndim(tokens) != 1:
+        raise ValueError(f"tokens must be 1-D [T] for one utterance, got shape {jnp.shape(tokens)}; "
                          "use jax.vmap for batches")
-    stack_edits, block_edits, stack_capture, block_capture = _split(edits, expand(capture), DECODER_SITES)
+    return _decode(params, jnp.asarray(tokens), audio_features, dims=dims, edits=edits,
+                   capture=expand(capture), cache=cache, offset=offset, dtype=dtype,
+                   precision=precision)
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _decode(params, tokens, audio_features, *, dims, edits, capture, cache, offset, dtype, precision):
+    stack_edits, block_edits, stack_capture, block_capture = _split(edits, capture, DECODER_SITES, dims, tokens.shape[0])
     n_tokens = tokens.shape[0]
     with jax.default_matmul_precision(precision):
         p = _cast(params["decoder"], dtype)

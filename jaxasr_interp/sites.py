@@ -80,6 +80,43 @@ def expand(patterns: Iterable[str] | str | None) -> tuple[str, ...]:
     return tuple(s for s in ALL_SITES if s in chosen)
 
 
+def axes(name: str) -> tuple[str, ...]:
+    """Axis roles of a site's value for one layer: ``pos`` (tokens, or audio positions in the
+    encoder and in cross-attention keys/values), ``head``, ``key`` (attended positions),
+    ``feat`` (features)."""
+    if name.endswith(".pattern"):
+        return ("head", "pos", "key")
+    if name.rsplit(".", 1)[-1] in ("q", "k", "v", "z"):
+        return ("pos", "head", "feat")
+    return ("pos", "feat")
+
+
+def shape(name: str, dims, n_tokens: int) -> tuple[int, ...]:
+    """Per-layer shape of a site's value (no layer axis) for ``n_tokens`` decoder tokens."""
+    if name not in ALL_SITES:
+        raise unknown_site(name)
+    encoder = name.startswith("encoder.")
+    d = dims.n_audio_state if encoder else dims.n_text_state
+    n_head = dims.n_audio_head if encoder else dims.n_text_head
+    audio = name.startswith("encoder.") or name in ("decoder.cross_attn.k", "decoder.cross_attn.v")
+    pos = dims.n_audio_ctx if audio else n_tokens
+    if name == "logits":
+        return (n_tokens, dims.n_vocab)
+    if name.endswith(".pattern"):
+        key = n_tokens if name == "decoder.self_attn.pattern" else dims.n_audio_ctx
+        return (n_head, pos, key)
+    if name.rsplit(".", 1)[-1] in ("q", "k", "v", "z"):
+        return (pos, n_head, d // n_head)
+    return (pos, 4 * d if name.endswith("mlp.hidden") else d)
+
+
+def n_layers(name: str, dims) -> int | None:
+    """Layers of a block site (the leading axis of its captures and edits), None otherwise."""
+    if name not in BLOCK_SITES:
+        return None
+    return dims.n_audio_layer if name.startswith("encoder.") else dims.n_text_layer
+
+
 def split_layer(name: str) -> tuple[str, int | None]:
     """``"decoder.3.cross_attn_out"`` -> ``("decoder.cross_attn_out", 3)``."""
     parts = name.split(".")

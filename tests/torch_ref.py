@@ -12,6 +12,7 @@ import transformers
 
 from jaxasr_interp.config import Dims
 from jaxasr_interp.weights.hf import hf_config_from_dims, params_from_hf_state_dict
+from jaxasr_interp.weights.hf import to_transformers as torch_model_from_params  # noqa: F401
 
 
 _SMALL_VOCAB_IDS = dict(pad_token_id=0, bos_token_id=0, eos_token_id=1, decoder_start_token_id=2)
@@ -37,16 +38,6 @@ def random_torch_model(dims: Dims, seed: int = 0):
 def params_of(model, dims: Dims) -> dict:
     sd = {k: v.detach().numpy() for k, v in model.state_dict().items()}
     return params_from_hf_state_dict(sd, dims)
-
-
-def torch_model_from_params(params, dims: Dims):
-    from jaxasr_interp.weights.hf import hf_state_dict_from_params
-    cfg = transformers.WhisperConfig(**hf_config_from_dims(dims), attn_implementation="eager")
-    model = transformers.WhisperForConditionalGeneration(cfg).eval()
-    sd = {k: torch.from_numpy(v) for k, v in hf_state_dict_from_params(params, dims).items()}
-    sd["proj_out.weight"] = sd["model.decoder.embed_tokens.weight"]
-    model.load_state_dict(sd, strict=True)
-    return model
 
 
 def _heads(t, n_head):  # [1, T, D] -> [T, H, dh]

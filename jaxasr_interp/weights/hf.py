@@ -180,3 +180,16 @@ def save_hf_dir(params: Mapping, dims: Dims, directory: str | Path) -> Path:
     save_file(hf_state_dict_from_params(params, dims), str(directory / "model.safetensors"),
               metadata={"format": "pt"})
     return directory
+
+
+def to_transformers(params: Mapping, dims: Dims):
+    """A transformers ``WhisperForConditionalGeneration`` (eager attention, float32, eval mode)
+    holding exactly these parameters: the PyTorch reference for parity checks and benchmarks."""
+    import torch
+    import transformers
+    cfg = transformers.WhisperConfig(**hf_config_from_dims(dims), attn_implementation="eager")
+    model = transformers.WhisperForConditionalGeneration(cfg).eval()
+    sd = {k: torch.from_numpy(v) for k, v in hf_state_dict_from_params(params, dims).items()}
+    sd["proj_out.weight"] = sd["model.decoder.embed_tokens.weight"]
+    model.load_state_dict(sd, strict=True)
+    return model

@@ -1,0 +1,108 @@
+"""The ``jaxasr-interp`` command line.
+
+Every command prints a clear one-line ``error: ...`` and exits with status 2 on bad input
+(a missing or non-audio file, an unknown model, a corrupt checkpoint), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+USER_ERRORS = (ValueError, KeyError, FileNotFoundError, PermissionError, IsADirectoryError)
+
+
+def _transcribe(args) -> int:
+    from .api import load, transcribe
+    from .audio import sample_path, sample_transcripts
+
+    audio = args.audio
+    references = {}
+    if not audio:
+        references = sample_transcripts()
+        audio = [str(sample_path(name)) for name in references]
+        print(f"no AUDIO given: transcribing the {len(audio)} bundled public-domain samples",
+              file=sys.stderr)
+    for path in audio:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"audio file not found: {path}")
+    model = load(args.model)
+    texts = transcribe(model, audio, batch_size=args.batch_size, suppress=args.suppress,
+                       language=args.language, max_new_tokens=args.max_new_tokens,
+                       progress=not args.json)
+    if args.json:
+        print(json.dumps([{"audio": a, "text": t.strip()} for a, t in zip(audio, texts)], indent=2))
+    else:
+        for path, text in zip(audio, texts):
+            ref = references.get(Path(path).name)
+            print(f"{path}\t{text.strip()}" + (f"\n  reference:\t{ref}" if ref else ""))
+    return 0
+
+
+def _convert(args) -> int:
+    from .weights import load_weights
+    from .weights.hf import save_hf_dir
+    from .weights.orbax_io import save_params
+
+    loaded = load_weights(args.src)
+    out = Path(args.out)
+    if args.format == "orbax":
+        save_params(loaded.params, loaded.dims, out, tokenizer_file=loaded.tokenizer_file,
+                    overwrite=args.overwrite)
+    else:
+        if out.exists() and any(out.iterdir()) and not args.overwrite:
+            raise FileExistsError(f"{out} is not empty; pass --overwrite to replace it")
+        save_hf_dir(loaded.params, loaded.dims, out)
+        if loaded.tokenizer_file:
+            (out / "tokenizer.json").write_bytes(Path(loaded.tokenizer_file).read_bytes())
+    print(f"wrote {args.format} checkpoint of {args.src} ({loaded.dims}) to {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jaxasr-interp", description=(
+        "Mechanistic interpretability of Whisper in JAX. Models: tiny.en and base are bundled; "
+        "any local checkpoint (transformers dir, model.bin, OpenAI .pt, orbax dir) or cached hub id works."))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("transcribe", help="greedy transcription of audio files",
+                       description="Greedy transcription (plain argmax unless --suppress). "
+                                   "With no AUDIO, transcribes the bundled public-domain samples.")
+    p.add_argument("audio", nargs="*", metavar="AUDIO", help="audio files (wav, flac, ogg...)")
+    p.add_argument("--model", default="tiny.en", help="model name or path (default: tiny.en)")
+    p.add_argument("--batch-size", type=int, default=8, help="utterances per compiled batch")
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of text lines")
+    p.add_argument("--suppress", action="store_true",
+                   help="apply Whisper's usual token suppression (blank at start, non-speech symbols)")
+    p.add_argument("--language", default="en", help="language code for multilingual models")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="decoding length limit")
+    p.set_defaults(run=_transcribe)
+
+    p = sub.add_parser("convert", help="convert a checkpoint to orbax (default) or transformers format",
+                       description="Load any supported checkpoint and save it as an orbax "
+                                   "directory (fast to reload) or a transformers safetensors directory.")
+    p.add_argument("src", help="model name or path to convert")
+    p.add_argument("out", help="output directory")
+    p.add_argument("--format", choices=("orbax", "hf"), default="orbax")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(run=_convert)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "batch_size", 1) < 1:
+        print("error: --batch-size must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        return args.run(args)
+    except (*USER_ERRORS, FileExistsError, OSError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
