@@ -2,8 +2,11 @@
 
 The cache is a plain pytree, one per utterance (batches are ``vmap``)::
 
-    {"self_k", "self_v": [L, n_text_ctx, H, dh],   # filled position by position
-     "cross_k", "cross_v": [L, S, H, dh]}          # computed once from the audio features
+    {"self_k", "self_v": L x [H, n_text_ctx, dh],   # filled position by position
+     "cross_k", "cross_v": L x [H, S, dh]}          # computed once from the audio features
+
+Each entry is a tuple of per-layer arrays (see :func:`.model._cached_blocks` for why), and
+head-major, unlike the ``[T, H, dh]`` site layout (see :func:`.layers.head_major`).
 
 The default rule is a plain argmax over the whole vocabulary: the analyses need to see what the
 model itself prefers, an immediate end-of-text included. ``suppress=True`` applies Whisper's
@@ -22,7 +25,7 @@ import jax.numpy as jnp
 from .config import Dims
 from . import sites
 from .edits import at_position, resolve
-from .model import Params, cross_kv, decode
+from .model import Params, cross_kv, decode, layer_list
 from .sites import Tap, n_layers
 from .sites import shape as site_shape
 
@@ -41,8 +44,8 @@ def init_cache(params: Params, audio_features, *, dims: Dims, edits=None, dtype=
 
     _, (cross_k, cross_v) = jax.lax.scan(body, None, (blocks, block_edits))
     d_head = dims.n_text_state // dims.n_text_head
-    empty = jnp.zeros((dims.n_text_layer, dims.n_text_ctx, dims.n_text_head, d_head), dtype)
-    return {"self_k": empty, "self_v": empty, "cross_k": cross_k, "cross_v": cross_v}
+    empty = (jnp.zeros((dims.n_text_head, dims.n_text_ctx, d_head), dtype),) * dims.n_text_layer
+    return {"self_k": empty, "self_v": empty, "cross_k": tuple(cross_k), "cross_v": tuple(cross_v)}
 
 
 _AUDIO_SITES = ("decoder.cross_attn.k", "decoder.cross_attn.v")
@@ -101,14 +104,21 @@ def greedy_decode(params: Params, audio_features, prompt, eot, bias, first_bias,
         raise ValueError(f"prompt ({n_prompt}) + max_new_tokens ({max_new_tokens}) exceeds the "
                          f"decoder context of {dims.n_text_ctx} tokens")
     cache = jax.vmap(lambda af: init_cache(params, af, dims=dims, edits=edits, dtype=dtype))(audio_features)
+    # per-layer weights sliced once, outside the loop
+    params = {**params, "decoder": {**params["decoder"],
+                                    "blocks": layer_list(params["decoder"]["blocks"], dims.n_text_layer)}}
     token_edits = _token_edits(edits, dims, dims.n_text_ctx)
 
-    def step(cache, tokens, offset, edits):
+    # Only the self-attention cache is carried by the loop; the cross-attention keys and values
+    # are loop constants (carrying them would copy them at every step).
+    cross = {k: cache.pop(k) for k in ("cross_k", "cross_v")}
+
+    def step(self_kv, tokens, offset, edits):
         def one(c, t):
             logits, _, c = decode(params, t, None, dims=dims, edits=edits, cache=c, offset=offset,
                                   dtype=dtype, precision=precision)
-            return logits[-1], c
-        return jax.vmap(one)(cache, tokens)
+            return logits[-1], {k: c[k] for k in ("self_k", "self_v")}
+        return jax.vmap(one)({**self_kv, **cross}, tokens)
 
     # The prompt runs as one block: its edits are those of positions 0..n_prompt-1.
     prompt_edits = {k: _positions(v, k, dims, n_prompt) for k, v in token_edits.items()}

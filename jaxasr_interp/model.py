@@ -52,17 +52,19 @@ def _split(edits, capture, stack_sites, dims: Dims, n_tokens: int):
 
 
 def _self_attention(x, p, tap, n_head, prefix, mask, cache=None, offset=None):
+    """Self-attention; with a KV ``cache`` (this layer's head-major ``self_k``/``self_v``), the
+    new keys and values are written at ``offset`` and the updated cache is returned."""
     q = tap(f"{prefix}.q", L.split_heads(L.linear(x, p["query"]), n_head))
     k = tap(f"{prefix}.k", L.split_heads(L.linear(x, p["key"]), n_head))
     v = tap(f"{prefix}.v", L.split_heads(L.linear(x, p["value"]), n_head))
-    new_cache = None
+    k, v = L.head_major(k), L.head_major(v)
     if cache is not None:
-        k = jax.lax.dynamic_update_slice(cache["self_k"], k.astype(cache["self_k"].dtype), (offset, 0, 0))
-        v = jax.lax.dynamic_update_slice(cache["self_v"], v.astype(cache["self_v"].dtype), (offset, 0, 0))
-        new_cache = {"self_k": k, "self_v": v}
+        cache = {name: jax.lax.dynamic_update_slice(cache[name], new.astype(cache[name].dtype), (0, offset, 0))
+                 for name, new in (("self_k", k), ("self_v", v))}
+        k, v = cache["self_k"], cache["self_v"]
     pattern = tap(f"{prefix}.pattern", L.attention_pattern(q, k, mask))
     z = tap(f"{prefix}.z", L.attend(pattern, v))
-    return L.linear(z.reshape(z.shape[0], -1), p["out"]), new_cache
+    return L.linear(z.reshape(z.shape[0], -1), p["out"]), cache
 
 
 def encoder_block(x, p, tap: Tap, n_head: int):
@@ -74,10 +76,10 @@ def encoder_block(x, p, tap: Tap, n_head: int):
 
 
 def cross_kv(p, audio_features, tap: Tap, n_head: int):
-    """Cross-attention keys and values of one decoder block, [S, H, dh] each."""
+    """Cross-attention keys and values of one decoder block, head-major [H, S, dh] each."""
     k = tap("cross_attn.k", L.split_heads(L.linear(audio_features, p["key"]), n_head))
     v = tap("cross_attn.v", L.split_heads(L.linear(audio_features, p["value"]), n_head))
-    return k, v
+    return L.head_major(k), L.head_major(v)
 
 
 def decoder_block(x, p, tap: Tap, n_head: int, audio_features, mask, cache=None, offset=None):
@@ -91,7 +93,6 @@ def decoder_block(x, p, tap: Tap, n_head: int, audio_features, mask, cache=None,
         k, v = cross_kv(p["cross_attn"], audio_features, tap, n_head)
     else:
         k, v = cache["cross_k"], cache["cross_v"]
-        new_cache.update(cross_k=k, cross_v=v)
     pattern = tap("cross_attn.pattern", L.attention_pattern(q, k))
     z = tap("cross_attn.z", L.attend(pattern, v))
     cross = tap("cross_attn_out", L.linear(z.reshape(z.shape[0], -1), p["cross_attn"]["out"]))
@@ -160,23 +161,55 @@ def _decode(params, tokens, audio_features, *, dims, edits, capture, cache, offs
         positions = jax.lax.dynamic_slice_in_dim(p["positional_embedding"], offset, n_tokens)
         x = tap("decoder.embed", p["token_embedding"][tokens] + positions)
         query_pos = offset + jnp.arange(n_tokens)
-        key_len = n_tokens if cache is None else cache["self_k"].shape[1]
+        key_len = n_tokens if cache is None else cache["self_k"][0].shape[-2]
         mask = jnp.arange(key_len)[None, :] <= query_pos[:, None]
         if audio_features is not None:
             audio_features = audio_features.astype(dtype)
 
-        def body(x, layer):
-            p_l, edits_l, cache_l = layer
-            block_tap = Tap("decoder", edits_l, block_capture)
-            x, new_cache = decoder_block(x, p_l, block_tap, dims.n_text_head, audio_features, mask,
-                                         cache_l, offset)
-            return x, (block_tap.captured, new_cache)
+        if cache is None:
+            def body(x, layer):
+                p_l, edits_l = layer
+                block_tap = Tap("decoder", edits_l, block_capture)
+                x, _ = decoder_block(x, p_l, block_tap, dims.n_text_head, audio_features, mask)
+                return x, block_tap.captured
 
-        x, (stacked, new_cache) = jax.lax.scan(body, x, (p["blocks"], block_edits, cache))
+            x, stacked = jax.lax.scan(body, x, (p["blocks"], block_edits))
+        else:
+            x, stacked, cache = _cached_blocks(x, p["blocks"], block_edits, block_capture, cache,
+                                               mask, offset, dims)
         x = tap("decoder.ln_final", L.layer_norm(x, p["ln"]))
         logits = tap("logits", (x @ p["token_embedding"].T).astype(jnp.float32))
     acts = {**tap.captured, **stacked}
-    return (logits, acts) if cache is None else (logits, acts, new_cache)
+    return (logits, acts) if cache is None else (logits, acts, cache)
+
+
+def layer_list(blocks, n_layers: int) -> tuple:
+    """Stacked block parameters ``[L, ...]`` -> a tuple of per-layer trees (static slices)."""
+    if isinstance(blocks, (tuple, list)):
+        return tuple(blocks)
+    return tuple(jax.tree_util.tree_map(lambda a, i=i: a[i], blocks) for i in range(n_layers))
+
+
+def _cached_blocks(x, blocks, block_edits, block_capture, cache, mask, offset, dims: Dims):
+    """The decoder blocks for cached decoding, unrolled over layers.
+
+    A KV-cache step is tiny, so here the layer loop is unrolled and the cache is a tuple of
+    per-layer arrays: under ``lax.scan`` XLA copies each layer's slice of the stacked cache
+    (and of the weights) at every step, which costs more than the step's arithmetic.
+    ``blocks`` may be pre-split with :func:`layer_list` so the slicing happens once per loop.
+    """
+    n = dims.n_text_layer
+    new = {name: [] for name in cache}
+    captured = []
+    for i, p_l in enumerate(layer_list(blocks, n)):
+        block_tap = Tap("decoder", jax.tree_util.tree_map(lambda a: a[i], block_edits), block_capture)
+        cache_l = {name: cache[name][i] for name in cache}
+        x, updated = decoder_block(x, p_l, block_tap, dims.n_text_head, None, mask, cache_l, offset)
+        for name in new:
+            new[name].append(updated.get(name, cache_l[name]))
+        captured.append(block_tap.captured)
+    stacked = {k: jnp.stack([c[k] for c in captured]) for k in block_capture}
+    return x, stacked, {name: tuple(v) for name, v in new.items()}
 
 
 def forward(params: Params, mel, tokens, *, dims: Dims, edits=None, capture=(),
