@@ -46,14 +46,14 @@ def _convert(args) -> int:
     from .weights.hf import save_hf_dir
     from .weights.orbax_io import save_params
 
-    loaded = load_weights(args.src)
     out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
+        raise FileExistsError(f"{out} exists and is not an empty directory; pass --overwrite to replace it")
+    loaded = load_weights(args.src)
     if args.format == "orbax":
         save_params(loaded.params, loaded.dims, out, tokenizer_file=loaded.tokenizer_file,
                     overwrite=args.overwrite)
     else:
-        if out.exists() and any(out.iterdir()) and not args.overwrite:
-            raise FileExistsError(f"{out} is not empty; pass --overwrite to replace it")
         save_hf_dir(loaded.params, loaded.dims, out)
         if loaded.tokenizer_file:
             (out / "tokenizer.json").write_bytes(Path(loaded.tokenizer_file).read_bytes())

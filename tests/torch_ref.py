@@ -30,6 +30,8 @@ def random_torch_model(dims: Dims, seed: int = 0):
                 p.copy_(p + 0.1 * torch.randn_like(p))
             elif "q_proj.weight" in name or "k_proj.weight" in name:
                 p.mul_(8.0)  # peaked attention patterns, not near-uniform ones
+            elif "out_proj.weight" in name or "fc2.weight" in name:
+                p.mul_(4.0)  # blocks that move the residual stream, so that edits show in logits
             elif name.endswith("bias"):
                 p.copy_(0.05 * torch.randn_like(p))
     return model

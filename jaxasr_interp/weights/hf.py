@@ -189,7 +189,7 @@ def to_transformers(params: Mapping, dims: Dims):
     import transformers
     cfg = transformers.WhisperConfig(**hf_config_from_dims(dims), attn_implementation="eager")
     model = transformers.WhisperForConditionalGeneration(cfg).eval()
-    sd = {k: torch.from_numpy(v) for k, v in hf_state_dict_from_params(params, dims).items()}
+    sd = {k: torch.from_numpy(np.array(v)) for k, v in hf_state_dict_from_params(params, dims).items()}
     sd["proj_out.weight"] = sd["model.decoder.embed_tokens.weight"]
     model.load_state_dict(sd, strict=True)
     return model
