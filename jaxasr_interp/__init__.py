@@ -13,13 +13,16 @@ from .api import Model, encode_batch, load, transcribe, transcribe_ids
 from .audio import load_audio, log_mel, pad_or_trim, sample_path, sample_transcripts
 from .config import PRESETS, Dims, preset
 from .decoding import greedy_decode, init_cache
+from .edits import Edit, add, interpolate, replace, zero
 from .model import decode, encode, forward
+from .reference import reference_activations, white_noise
 from .sites import ALL_SITES
 from .tokenizer import WhisperTokenizer
 from .weights import load_weights
 
 __all__ = [
-    "ALL_SITES", "Dims", "Model", "PRESETS", "WhisperTokenizer", "decode", "encode", "encode_batch",
-    "forward", "greedy_decode", "init_cache", "load", "load_audio", "load_weights", "log_mel",
-    "pad_or_trim", "preset", "sample_path", "sample_transcripts", "transcribe", "transcribe_ids",
+    "ALL_SITES", "Dims", "Edit", "Model", "PRESETS", "WhisperTokenizer", "add", "decode", "encode",
+    "encode_batch", "forward", "greedy_decode", "init_cache", "interpolate", "load", "load_audio",
+    "load_weights", "log_mel", "pad_or_trim", "preset", "reference_activations", "replace",
+    "sample_path", "sample_transcripts", "transcribe", "transcribe_ids", "white_noise", "zero",
 ]

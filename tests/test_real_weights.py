@@ -85,3 +85,22 @@ def test_our_log_mel_gives_the_same_transcript_as_the_reference_features(pair):
                                      dims=model.dims, max_new_tokens=len(a) + 1))[0].tolist()
     assert np.abs(np.asarray(ours) - mels[name]).max() <= 1e-4
     assert b[: len(a)] == a and b[len(a)] == model.tokenizer.eot
+
+
+def test_every_site_matches_reference_on_tiny_en_real_speech():
+    from jaxasr_interp.sites import ALL_SITES
+    from torch_ref import reference_run
+    model = jai.load("tiny.en")
+    torch_model = torch_model_from_params(jax_to_numpy(model.params), model.dims)
+    mel = transformers.WhisperFeatureExtractor(feature_size=80)(
+        jai.load_audio(jai.sample_path("jfk.wav")), sampling_rate=16000, return_tensors="np").input_features[0]
+    tokens = np.asarray(model.tokenizer.prompt() + model.tokenizer.encode(" " + SAMPLES["jfk.wav"]))
+    ref = reference_run(torch_model, mel, tokens)
+    logits, acts = jai.forward(model.params, jnp.asarray(mel), jnp.asarray(tokens), dims=model.dims,
+                               capture=["*"])
+    acts["logits"] = logits
+    assert set(ref) == set(ALL_SITES)
+    for name, want in ref.items():
+        err = np.abs(np.asarray(acts[name]) - want).max()
+        scale = max(1.0, np.abs(want).max())
+        assert err <= 1e-4 * scale, (name, err, scale)  # float32 agreement, relative to the site's range
