@@ -68,12 +68,3 @@ def attention_pattern(q, k_hm, mask=None):
 def attend(pattern, v_hm):
     """Weighted values ``z`` [Tq, H, dh] from pattern [H, Tq, Tk] and head-major v [H, Tk, dh]."""
     return head_major(jnp.einsum("hqk,hkd->hqd", pattern.astype(v_hm.dtype), v_hm))
-
-
-def sinusoids(length: int, channels: int, max_timescale: float = 10000.0):
-    """openai/whisper's fixed encoder positions: [sin | cos] over log-spaced timescales."""
-    import numpy as np
-    log_timescale_increment = np.log(max_timescale) / (channels // 2 - 1)
-    inv_timescales = np.exp(-log_timescale_increment * np.arange(channels // 2))
-    scaled_time = np.arange(length)[:, None] * inv_timescales[None, :]
-    return np.concatenate([np.sin(scaled_time), np.cos(scaled_time)], axis=1).astype(np.float32)

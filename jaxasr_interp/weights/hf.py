@@ -16,7 +16,7 @@ from typing import Mapping
 import numpy as np
 
 from ..config import Dims
-from .layout import CheckpointError, ParamFiller, TensorSource, iter_paths
+from .layout import CheckpointError, ParamFiller, TensorSource, state_dict_by_table, torch_to_flax
 
 _ATTN = {"query": "q_proj", "key": "k_proj", "value": "v_proj", "out": "out_proj"}
 _ENC_BLOCK = {"attn_ln": "self_attn_layer_norm", "mlp_ln": "final_layer_norm", "mlp1": "fc1", "mlp2": "fc2"}
@@ -85,14 +85,6 @@ def _name_table(dims: Dims) -> list[tuple[str, int | None, str, str]]:
     return rows
 
 
-def _to_flax(array: np.ndarray, kind: str) -> np.ndarray:
-    if kind == "linear":
-        return array.T
-    if kind == "conv":
-        return array.transpose(2, 1, 0)
-    return array
-
-
 def params_from_hf_state_dict(state_dict: Mapping[str, np.ndarray], dims: Dims, source: str = "HF checkpoint") -> dict:
     tensors = TensorSource(state_dict, source)
     if "proj_out.weight" in tensors:
@@ -103,20 +95,13 @@ def params_from_hf_state_dict(state_dict: Mapping[str, np.ndarray], dims: Dims, 
                                   "Whisper ties them and so does this library")
     filler = ParamFiller(dims, source)
     for path, layer, name, kind in _name_table(dims):
-        filler.put(path, _to_flax(tensors.take(name), kind), layer=layer, origin=name)
+        filler.put(path, torch_to_flax(tensors.take(name), kind), layer=layer, origin=name)
     tensors.check_all_taken()
     return filler.finish()
 
 
 def hf_state_dict_from_params(params: Mapping, dims: Dims) -> dict[str, np.ndarray]:
-    flat = dict(iter_paths(params))
-    out = {}
-    for path, layer, name, kind in _name_table(dims):
-        value = np.asarray(flat[path], np.float32)
-        value = value[layer] if layer is not None else value
-        # Both transposes are their own inverse.
-        out[name] = np.ascontiguousarray(_to_flax(value, kind))
-    return out
+    return state_dict_by_table(params, _name_table(dims))
 
 
 def _read_safetensors(files: list[Path]) -> dict[str, np.ndarray]:

@@ -186,3 +186,24 @@ class TensorSource:
         if extra:
             shown = ", ".join(extra[:8]) + (f" (+{len(extra) - 8} more)" if len(extra) > 8 else "")
             raise CheckpointError(f"{self.source}: unexpected tensors not part of a Whisper model: {shown}")
+
+
+def torch_to_flax(array: np.ndarray, kind: str) -> np.ndarray:
+    """A torch tensor in Flax layout: ``linear`` [out, in] -> [in, out]; ``conv`` [out, in,
+    width] -> [width, in, out]; anything else unchanged. Each transpose is its own inverse."""
+    if kind == "linear":
+        return array.T
+    if kind == "conv":
+        return array.transpose(2, 1, 0)
+    return array
+
+
+def state_dict_by_table(params: Mapping[str, Any], table) -> dict[str, np.ndarray]:
+    """Export params to torch names and layouts along rows ``(path, layer, name, kind)``."""
+    flat = dict(iter_paths(params))
+    out = {}
+    for path, layer, name, kind in table:
+        value = np.asarray(flat[path], np.float32)
+        value = value[layer] if layer is not None else value
+        out[name] = np.ascontiguousarray(torch_to_flax(value, kind))
+    return out

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..config import Dims
 from .ct2 import sinusoids
-from .layout import CheckpointError, ParamFiller, TensorSource, iter_paths
+from .layout import CheckpointError, ParamFiller, TensorSource, state_dict_by_table, torch_to_flax
 
 _BLOCK = {"attn_ln": "attn_ln", "mlp_ln": "mlp_ln", "mlp1": "mlp.0", "mlp2": "mlp.2"}
 _ATTN = ("query", "key", "value", "out")
@@ -62,14 +62,6 @@ def _name_table(dims: Dims) -> list[tuple[str, int | None, str, str]]:
     return rows
 
 
-def _to_flax(array: np.ndarray, kind: str) -> np.ndarray:
-    if kind == "linear":
-        return array.T
-    if kind == "conv":
-        return array.transpose(2, 1, 0)
-    return array
-
-
 def params_from_openai_state_dict(state_dict: Mapping[str, np.ndarray], dims: Dims,
                                   source: str = "openai checkpoint") -> dict:
     tensors = TensorSource(state_dict, source)
@@ -82,19 +74,13 @@ def params_from_openai_state_dict(state_dict: Mapping[str, np.ndarray], dims: Di
             # fixed sinusoidal function, recomputed exactly as openai/whisper does.
             filler.put(path, sinusoids(dims.n_audio_ctx, dims.n_audio_state), origin="sinusoids()")
             continue
-        filler.put(path, _to_flax(tensors.take(name), kind), layer=layer, origin=name)
+        filler.put(path, torch_to_flax(tensors.take(name), kind), layer=layer, origin=name)
     tensors.check_all_taken()
     return filler.finish()
 
 
 def openai_state_dict_from_params(params: Mapping, dims: Dims) -> dict[str, np.ndarray]:
-    flat = dict(iter_paths(params))
-    out = {}
-    for path, layer, name, kind in _name_table(dims):
-        value = np.asarray(flat[path], np.float32)
-        value = value[layer] if layer is not None else value
-        out[name] = np.ascontiguousarray(_to_flax(value, kind))
-    return out
+    return state_dict_by_table(params, _name_table(dims))
 
 
 def _dims_from_dict(d, source: str) -> Dims:
