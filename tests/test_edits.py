@@ -155,3 +155,34 @@ def test_edits_act_inside_cached_greedy_decoding(setup):
     seq = jnp.concatenate([prompt, jnp.asarray(edited[:-1])])
     logits, _ = run(params, mel, seq, edits=edit)
     assert np.array_equal(np.asarray(logits.argmax(-1))[len(prompt) - 1:], edited)
+
+
+def test_a_decoder_edit_sweep_runs_the_encoder_once(setup):
+    """vmap over decoder-edit alphas leaves the encoder unbatched: one encoder pass per sweep."""
+    _, params, mel, noise, tokens = setup
+    _, ref = run(params, noise, tokens, capture=["decoder.mlp_out"])
+
+    def one(alpha):
+        return run(params, mel, tokens, edits={"decoder.mlp_out": E.interpolate(ref["decoder.mlp_out"], alpha)})[0]
+
+    jaxpr = jax.make_jaxpr(jax.vmap(one))(jnp.linspace(0, 1, 5))
+    calls = {str(eqn.params.get("name")): eqn for eqn in jaxpr.jaxpr.eqns if "jaxpr" in eqn.params}
+    encoder_out = calls["_encode"].outvars[0].aval.shape
+    decoder_out = calls["_decode"].outvars[0].aval.shape
+    assert encoder_out == (DIMS.n_audio_ctx, DIMS.n_audio_state)  # no sweep axis
+    assert decoder_out == (5, len(tokens), DIMS.n_vocab)
+
+
+def test_white_noise_reference_runs_are_seeded_and_aligned_with_the_clean_tokens():
+    import jaxasr_interp as jai
+    model = jai.load("tiny.en")
+    tokens = jnp.asarray(model.tokenizer.prompt() + model.tokenizer.encode(" Hello there"))
+    a = jai.reference_activations(model, tokens, ["decoder.cross_attn_out"], seed=1)
+    b = jai.reference_activations(model, tokens, ["decoder.cross_attn_out"], seed=1)
+    c = jai.reference_activations(model, tokens, ["decoder.cross_attn_out"], seed=2)
+    speech = jai.reference_activations(model, tokens, ["decoder.cross_attn_out"], reference=jai.sample_path("jfk.wav"))
+    shape = (model.dims.n_text_layer, len(tokens), model.dims.n_text_state)
+    assert a["decoder.cross_attn_out"].shape == shape
+    assert np.array_equal(np.asarray(a["decoder.cross_attn_out"]), np.asarray(b["decoder.cross_attn_out"]))
+    assert not np.array_equal(np.asarray(a["decoder.cross_attn_out"]), np.asarray(c["decoder.cross_attn_out"]))
+    assert np.abs(np.asarray(speech["decoder.cross_attn_out"]) - np.asarray(a["decoder.cross_attn_out"])).max() > 0.1
