@@ -11,7 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-USER_ERRORS = (ValueError, KeyError, FileNotFoundError, PermissionError, IsADirectoryError)
+# Bad input surfaces as one of these (file errors are OSErrors; an unknown site is a KeyError).
+USER_ERRORS = (ValueError, KeyError, OSError)
 
 
 def _transcribe(args) -> int:
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.run(args)
-    except (*USER_ERRORS, FileExistsError, OSError) as e:
+    except USER_ERRORS as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {message}", file=sys.stderr)
         return 2

@@ -32,17 +32,17 @@ from .sites import shape as site_shape
 
 def init_cache(params: Params, audio_features, *, dims: Dims, edits=None, dtype=jnp.float32):
     """KV cache for one utterance: cross-attention keys/values computed (edits applied)."""
-    blocks = jax.tree_util.tree_map(lambda a: a.astype(dtype), params["decoder"]["blocks"])
+    cross_params = jax.tree_util.tree_map(lambda a: a.astype(dtype), params["decoder"]["blocks"]["cross_attn"])
     block_edits = {k: resolve(v, k, site_shape(k, dims, 1), n_layers(k, dims))
                    for k, v in (edits or {}).items() if k in _AUDIO_SITES}
 
     def body(_, layer):
         p_l, edits_l = layer
-        k, v = cross_kv(p_l["cross_attn"], audio_features.astype(dtype), Tap("decoder", edits_l, ()),
+        k, v = cross_kv(p_l, audio_features.astype(dtype), Tap("decoder", edits_l, ()),
                         dims.n_text_head)
         return None, (k, v)
 
-    _, (cross_k, cross_v) = jax.lax.scan(body, None, (blocks, block_edits))
+    _, (cross_k, cross_v) = jax.lax.scan(body, None, (cross_params, block_edits))
     d_head = dims.n_text_state // dims.n_text_head
     empty = (jnp.zeros((dims.n_text_head, dims.n_text_ctx, d_head), dtype),) * dims.n_text_layer
     return {"self_k": empty, "self_v": empty, "cross_k": tuple(cross_k), "cross_v": tuple(cross_v)}
@@ -103,10 +103,12 @@ def greedy_decode(params: Params, audio_features, prompt, eot, bias, first_bias,
     if n_prompt + max_new_tokens > dims.n_text_ctx:
         raise ValueError(f"prompt ({n_prompt}) + max_new_tokens ({max_new_tokens}) exceeds the "
                          f"decoder context of {dims.n_text_ctx} tokens")
-    cache = jax.vmap(lambda af: init_cache(params, af, dims=dims, edits=edits, dtype=dtype))(audio_features)
-    # per-layer weights sliced once, outside the loop
-    params = {**params, "decoder": {**params["decoder"],
-                                    "blocks": layer_list(params["decoder"]["blocks"], dims.n_text_layer)}}
+    # Weights cast to the compute dtype and sliced per layer once, outside the loop (decode's
+    # own cast is then a no-op instead of a conversion of every weight at every step).
+    decoder = jax.tree_util.tree_map(lambda a: a.astype(dtype), params["decoder"])
+    params = {**params, "decoder": {**decoder, "blocks": layer_list(decoder["blocks"], dims.n_text_layer)}}
+    cache = jax.vmap(lambda af: init_cache({"decoder": decoder}, af, dims=dims, edits=edits,
+                                           dtype=dtype))(audio_features)
     token_edits = _token_edits(edits, dims, dims.n_text_ctx)
 
     # Only the self-attention cache is carried by the loop; the cross-attention keys and values

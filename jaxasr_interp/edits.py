@@ -134,11 +134,11 @@ def at_position(edit: Edit, site: str, offset, layered: bool) -> Edit:
         return edit  # audio positions: not a token axis
     axis = roles.index("pos")
 
-    def take(x):
+    def take(x, is_weight: bool):
         if x is None or x.shape[axis] == 1:
             return x
-        inside = offset < x.shape[axis]
         row = jax.lax.dynamic_slice_in_dim(x, jnp.minimum(offset, x.shape[axis] - 1), 1, axis)
-        return row * inside if x is edit.alpha else row
+        # past the edit's last position the weight is 0: that token is left unedited
+        return row * (offset < x.shape[axis]) if is_weight else row
 
-    return Edit(edit.kind, take(edit.data), take(edit.alpha))
+    return Edit(edit.kind, take(edit.data, False), take(edit.alpha, True))
