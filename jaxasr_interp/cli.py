@@ -89,7 +89,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("orbax", "hf"), default="orbax")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(run=_convert)
+
+    # Analysis commands live in jaxasr_interp/commands/, one module per concern, each with a
+    # ``register(sub)``; experiments (``jaxasr-interp experiment NAME``) are gathered from the
+    # modules' ``register_experiments(exp_sub)``.
+    experiment = sub.add_parser("experiment", help="run one of the paper's experiments end to end")
+    exp_sub = experiment.add_subparsers(dest="experiment", required=True)
+    for module in _command_modules():
+        if hasattr(module, "register"):
+            module.register(sub)
+        if hasattr(module, "register_experiments"):
+            module.register_experiments(exp_sub)
     return parser
+
+
+COMMAND_MODULES = ("lens", "probe", "patch")
+
+
+def _command_modules():
+    import importlib
+    for name in COMMAND_MODULES:
+        try:
+            yield importlib.import_module(f".commands.{name}", __package__)
+        except ModuleNotFoundError as e:
+            if e.name != f"{__package__}.commands.{name}":
+                raise
 
 
 def main(argv: list[str] | None = None) -> int:
