@@ -14,7 +14,7 @@ from .audio import load_audio, log_mel, pad_or_trim, sample_path, sample_transcr
 from .config import PRESETS, Dims, preset
 from .decoding import greedy_decode, init_cache
 from .edits import Edit, add, interpolate, replace, zero
-from .model import decode, encode, forward
+from .model import decode, encode, encode_from, forward
 from .reference import reference_activations, white_noise
 from .sites import ALL_SITES
 from .tokenizer import WhisperTokenizer
@@ -22,7 +22,7 @@ from .weights import load_weights
 
 __all__ = [
     "ALL_SITES", "Dims", "Edit", "Model", "PRESETS", "WhisperTokenizer", "add", "decode", "encode",
-    "encode_batch", "forward", "greedy_decode", "init_cache", "interpolate", "load", "load_audio",
+    "encode_batch", "encode_from", "forward", "greedy_decode", "init_cache", "interpolate", "load", "load_audio",
     "load_weights", "log_mel", "pad_or_trim", "preset", "reference_activations", "replace",
     "sample_path", "sample_transcripts", "transcribe", "transcribe_ids", "white_noise", "zero",
 ]

@@ -128,13 +128,62 @@ def _encode(params, mel, *, dims, edits, capture, dtype, precision):
         x = L.gelu(L.conv1d(mel.T.astype(dtype), p["conv1"], stride=1))
         x = L.gelu(L.conv1d(x, p["conv2"], stride=2))
         x = tap("encoder.embed", x + p["positional_embedding"][: x.shape[0]])
+        x, stacked = _encoder_blocks(x, p["blocks"], block_edits, block_capture, dims)
+        x = tap("encoder.ln_post", L.layer_norm(x, p["ln_post"]))
+    return x, {**tap.captured, **stacked}
 
-        def body(x, layer):
-            p_l, edits_l = layer
-            block_tap = Tap("encoder", edits_l, block_capture)
-            return encoder_block(x, p_l, block_tap, dims.n_audio_head), block_tap.captured
 
-        x, stacked = jax.lax.scan(body, x, (p["blocks"], block_edits))
+def _encoder_blocks(x, blocks, block_edits, block_capture, dims: Dims):
+    def body(x, layer):
+        p_l, edits_l = layer
+        block_tap = Tap("encoder", edits_l, block_capture)
+        return encoder_block(x, p_l, block_tap, dims.n_audio_head), block_tap.captured
+
+    return jax.lax.scan(body, x, (blocks, block_edits))
+
+
+def encode_from(params: Params, resid, *, start_layer: int, dims: Dims, edits=None, capture=(),
+                dtype=jnp.float32, precision: str | None = "highest"):
+    """Resume the encoder at block ``start_layer`` from that block's input ``resid`` [S, D] (a
+    clean run's ``encoder.resid_pre[start_layer]``): -> (audio features, acts).
+
+    An encoder edit at layer l then costs layers l..L-1 only. ``edits`` are given as for
+    :func:`encode` (layer axis over all L layers) and may touch layers >= ``start_layer`` only;
+    captured block sites are stacked over layers ``start_layer..L-1`` (``[L - start_layer, ...]``).
+    """
+    if not 0 <= start_layer < dims.n_audio_layer:
+        raise ValueError(f"start_layer must be in [0, {dims.n_audio_layer}), got {start_layer}")
+    want = (dims.n_audio_ctx, dims.n_audio_state)
+    if tuple(jnp.shape(resid)) != want:
+        raise ValueError(f"resid has shape {tuple(jnp.shape(resid))}, expected {want} "
+                         "(one utterance's encoder.resid_pre at start_layer)")
+    if "encoder.embed" in (edits or {}) or "encoder.embed" in expand(capture):
+        raise ValueError("encoder.embed lies before start_layer; use encode for it")
+    _earlier_layers_untouched(edits, start_layer, dims)
+    return _encode_from(params, resid, start_layer=start_layer, dims=dims, edits=edits,
+                        capture=expand(capture), dtype=dtype, precision=precision)
+
+
+def _earlier_layers_untouched(edits, start_layer: int, dims: Dims):
+    """An edit before ``start_layer`` would be silently dropped: refuse it (checked when the
+    edit is concrete; inside an outer jit or vmap it cannot be inspected)."""
+    for name, edit in (edits or {}).items():
+        if name not in BLOCK_SITES or not name.startswith("encoder."):
+            continue
+        w = resolve(edit, name, site_shape(name, dims, 0), dims.n_audio_layer).alpha
+        if not isinstance(w, jax.core.Tracer) and bool(jnp.any(w[:start_layer] != 0)):
+            raise ValueError(f"the edit of {name!r} touches a layer before start_layer={start_layer}; "
+                             "start earlier or use encode")
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC + ("start_layer",))
+def _encode_from(params, resid, *, start_layer, dims, edits, capture, dtype, precision):
+    stack_edits, block_edits, stack_capture, block_capture = _split(edits, capture, ENCODER_SITES, dims, 0)
+    with jax.default_matmul_precision(precision):
+        p = _cast(params["encoder"], dtype)
+        tap = Tap("", stack_edits, stack_capture)
+        later = jax.tree_util.tree_map(lambda a: a[start_layer:], (p["blocks"], block_edits))
+        x, stacked = _encoder_blocks(resid.astype(dtype), *later, block_capture, dims)
         x = tap("encoder.ln_post", L.layer_norm(x, p["ln_post"]))
     return x, {**tap.captured, **stacked}
 
