@@ -1,0 +1,79 @@
+"""Text scores for transcripts: normalisation, WER/CER error counts, repetition.
+
+Contract:
+
+- :func:`normalize` applies Whisper's English normaliser (transformers'
+  ``EnglishTextNormalizer`` with an empty spelling map, as the tests do); ``basic`` applies
+  ``BasicTextNormalizer`` (any language); ``None`` leaves the text as it is.
+- :func:`word_errors` / :func:`char_errors` return ``(errors, reference_length)`` so that rates
+  can be pooled over utterances (corpus WER = sum of errors / sum of lengths). An empty
+  reference is allowed: every hypothesis word is then an insertion (jiwer refuses it).
+- :func:`max_repeat` is the longest run of one n-gram repeated back to back (1 = no repetition);
+  :func:`compression_ratio` is openai/whisper's ``len(utf8) / len(zlib(utf8))`` (Whisper treats
+  > 2.4 as a repetition loop).
+"""
+
+from __future__ import annotations
+
+import functools
+import zlib
+
+import jiwer
+
+
+@functools.lru_cache(maxsize=2)
+def _normalizer(kind: str):
+    from transformers.models.whisper.english_normalizer import BasicTextNormalizer, EnglishTextNormalizer
+    if kind == "english":
+        return EnglishTextNormalizer({})
+    if kind == "basic":
+        return BasicTextNormalizer()
+    raise ValueError(f"normalizer must be 'english', 'basic' or None, got {kind!r}")
+
+
+def normalize(text: str, kind: str | None = "english") -> str:
+    return text.strip() if kind is None else _normalizer(kind)(text).strip()
+
+
+def _errors(ref: list, hyp: list, process) -> tuple[int, int]:
+    if not ref:
+        return len(hyp), 0
+    if not hyp:
+        return len(ref), len(ref)
+    out = process(" ".join(ref) if process is jiwer.process_words else "".join(ref),
+                  " ".join(hyp) if process is jiwer.process_words else "".join(hyp))
+    return out.substitutions + out.deletions + out.insertions, len(ref)
+
+
+def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
+    """(substitutions + deletions + insertions, reference words) of already-normalised text."""
+    return _errors(reference.split(), hypothesis.split(), jiwer.process_words)
+
+
+def char_errors(reference: str, hypothesis: str) -> tuple[int, int]:
+    """Character-level error count and reference length (spaces count as characters)."""
+    return _errors(list(reference), list(hypothesis), jiwer.process_characters)
+
+
+def rate(errors: int, length: int) -> float:
+    """errors / length; an empty reference scores 0 when nothing was said, else inf."""
+    if length == 0:
+        return 0.0 if errors == 0 else float("inf")
+    return errors / length
+
+
+def max_repeat(tokens: list, max_n: int = 8) -> int:
+    """Longest run of an n-gram (n <= max_n) repeated back to back: ``a b a b a b`` -> 3."""
+    best = 1 if tokens else 0
+    for n in range(1, max_n + 1):
+        for start in range(n):  # every phase of the n-gram grid
+            run = 1
+            for i in range(start + n, len(tokens) - n + 1, n):
+                run = run + 1 if tokens[i:i + n] == tokens[i - n:i] else 1
+                best = max(best, run)
+    return best
+
+
+def compression_ratio(text: str) -> float:
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
