@@ -14,15 +14,26 @@ from .audio import load_audio, log_mel, pad_or_trim, sample_path, sample_transcr
 from .config import PRESETS, Dims, preset
 from .decoding import greedy_decode, init_cache
 from .edits import Edit, add, interpolate, replace, zero
-from .model import decode, encode, encode_from, forward
+from .model import decode, encode, forward
+from .resume import decode_from, encode_from
 from .reference import reference_activations, white_noise
 from .sites import ALL_SITES
 from .tokenizer import WhisperTokenizer
 from .weights import load_weights
+from .data import Dataset, read_dataset, write_dataset
+from .features import Features, extract_features, load_features, probe_matrix
+from .probes import ProbeResult, probe_sweep
+from .encoder_lens import EncoderLens, encoder_lens, pooled_rates
+from .lens import LogitLens, logit_lens, saturation_layer
+from .tuned_lens import load_translators, save_translators, train_tuned_lens
 
 __all__ = [
-    "ALL_SITES", "Dims", "Edit", "Model", "PRESETS", "WhisperTokenizer", "add", "decode", "encode",
-    "encode_batch", "encode_from", "forward", "greedy_decode", "init_cache", "interpolate", "load", "load_audio",
-    "load_weights", "log_mel", "pad_or_trim", "preset", "reference_activations", "replace",
-    "sample_path", "sample_transcripts", "transcribe", "transcribe_ids", "white_noise", "zero",
+    "ALL_SITES", "Dataset", "Dims", "Edit", "EncoderLens", "Features", "LogitLens", "Model",
+    "PRESETS", "ProbeResult", "WhisperTokenizer", "add", "decode", "decode_from", "encode", "encode_batch",
+    "encode_from", "encoder_lens", "extract_features", "forward", "greedy_decode", "init_cache",
+    "interpolate", "load", "load_audio", "load_features", "load_translators", "load_weights",
+    "log_mel", "logit_lens", "pad_or_trim", "pooled_rates", "preset", "probe_matrix",
+    "probe_sweep", "read_dataset", "reference_activations", "replace", "sample_path",
+    "sample_transcripts", "saturation_layer", "save_translators", "train_tuned_lens", "transcribe",
+    "transcribe_ids", "white_noise", "write_dataset", "zero",
 ]

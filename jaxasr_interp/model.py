@@ -82,17 +82,22 @@ def cross_kv(p, audio_features, tap: Tap, n_head: int):
     return L.head_major(k), L.head_major(v)
 
 
-def decoder_block(x, p, tap: Tap, n_head: int, audio_features, mask, cache=None, offset=None):
+def decoder_block(x, p, tap: Tap, n_head: int, audio_features, mask, cache=None, offset=None,
+                  cross=None):
+    """One decoder block. Cross-attention keys/values come from ``cache`` (cached decoding),
+    else from ``cross`` (precomputed head-major (k, v)), else from ``audio_features``."""
     x = tap("resid_pre", x)
     attn, new_cache = _self_attention(L.layer_norm(x, p["attn_ln"]), p["attn"], tap, n_head,
                                       "self_attn", mask, cache, offset)
     x = tap("resid_mid", x + tap("self_attn_out", attn))
     h = L.layer_norm(x, p["cross_attn_ln"])
     q = tap("cross_attn.q", L.split_heads(L.linear(h, p["cross_attn"]["query"]), n_head))
-    if cache is None:
-        k, v = cross_kv(p["cross_attn"], audio_features, tap, n_head)
-    else:
+    if cache is not None:
         k, v = cache["cross_k"], cache["cross_v"]
+    elif cross is not None:
+        k, v = cross
+    else:
+        k, v = cross_kv(p["cross_attn"], audio_features, tap, n_head)
     pattern = tap("cross_attn.pattern", L.attention_pattern(q, k))
     z = tap("cross_attn.z", L.attend(pattern, v))
     cross = tap("cross_attn_out", L.linear(z.reshape(z.shape[0], -1), p["cross_attn"]["out"]))
@@ -142,52 +147,6 @@ def _encoder_blocks(x, blocks, block_edits, block_capture, dims: Dims):
     return jax.lax.scan(body, x, (blocks, block_edits))
 
 
-def encode_from(params: Params, resid, *, start_layer: int, dims: Dims, edits=None, capture=(),
-                dtype=jnp.float32, precision: str | None = "highest"):
-    """Resume the encoder at block ``start_layer`` from that block's input ``resid`` [S, D] (a
-    clean run's ``encoder.resid_pre[start_layer]``): -> (audio features, acts).
-
-    An encoder edit at layer l then costs layers l..L-1 only. ``edits`` are given as for
-    :func:`encode` (layer axis over all L layers) and may touch layers >= ``start_layer`` only;
-    captured block sites are stacked over layers ``start_layer..L-1`` (``[L - start_layer, ...]``).
-    """
-    if not 0 <= start_layer < dims.n_audio_layer:
-        raise ValueError(f"start_layer must be in [0, {dims.n_audio_layer}), got {start_layer}")
-    want = (dims.n_audio_ctx, dims.n_audio_state)
-    if tuple(jnp.shape(resid)) != want:
-        raise ValueError(f"resid has shape {tuple(jnp.shape(resid))}, expected {want} "
-                         "(one utterance's encoder.resid_pre at start_layer)")
-    if "encoder.embed" in (edits or {}) or "encoder.embed" in expand(capture):
-        raise ValueError("encoder.embed lies before start_layer; use encode for it")
-    _earlier_layers_untouched(edits, start_layer, dims)
-    return _encode_from(params, resid, start_layer=start_layer, dims=dims, edits=edits,
-                        capture=expand(capture), dtype=dtype, precision=precision)
-
-
-def _earlier_layers_untouched(edits, start_layer: int, dims: Dims):
-    """An edit before ``start_layer`` would be silently dropped: refuse it (checked when the
-    edit is concrete; inside an outer jit or vmap it cannot be inspected)."""
-    for name, edit in (edits or {}).items():
-        if name not in BLOCK_SITES or not name.startswith("encoder."):
-            continue
-        w = resolve(edit, name, site_shape(name, dims, 0), dims.n_audio_layer).alpha
-        if not isinstance(w, jax.core.Tracer) and bool(jnp.any(w[:start_layer] != 0)):
-            raise ValueError(f"the edit of {name!r} touches a layer before start_layer={start_layer}; "
-                             "start earlier or use encode")
-
-
-@functools.partial(jax.jit, static_argnames=_STATIC + ("start_layer",))
-def _encode_from(params, resid, *, start_layer, dims, edits, capture, dtype, precision):
-    stack_edits, block_edits, stack_capture, block_capture = _split(edits, capture, ENCODER_SITES, dims, 0)
-    with jax.default_matmul_precision(precision):
-        p = _cast(params["encoder"], dtype)
-        tap = Tap("", stack_edits, stack_capture)
-        later = jax.tree_util.tree_map(lambda a: a[start_layer:], (p["blocks"], block_edits))
-        x, stacked = _encoder_blocks(resid.astype(dtype), *later, block_capture, dims)
-        x = tap("encoder.ln_post", L.layer_norm(x, p["ln_post"]))
-    return x, {**tap.captured, **stacked}
-
-
 def decode(params: Params, tokens, audio_features, *, dims: Dims, edits=None, capture=(),
            cache=None, offset=0, dtype=jnp.float32, precision: str | None = "highest"):
     """Decoder: tokens [T] -> (logits [T, n_vocab] in float32, acts), or with a KV ``cache``
@@ -216,13 +175,8 @@ def _decode(params, tokens, audio_features, *, dims, edits, capture, cache, offs
             audio_features = audio_features.astype(dtype)
 
         if cache is None:
-            def body(x, layer):
-                p_l, edits_l = layer
-                block_tap = Tap("decoder", edits_l, block_capture)
-                x, _ = decoder_block(x, p_l, block_tap, dims.n_text_head, audio_features, mask)
-                return x, block_tap.captured
-
-            x, stacked = jax.lax.scan(body, x, (p["blocks"], block_edits))
+            x, stacked = _decoder_blocks(x, p["blocks"], block_edits, block_capture, audio_features,
+                                         mask, dims)
         else:
             x, stacked, cache = _cached_blocks(x, p["blocks"], block_edits, block_capture, cache,
                                                mask, offset, dims)
@@ -230,6 +184,17 @@ def _decode(params, tokens, audio_features, *, dims, edits, capture, cache, offs
         logits = tap("logits", (x @ p["token_embedding"].T).astype(jnp.float32))
     acts = {**tap.captured, **stacked}
     return (logits, acts) if cache is None else (logits, acts, cache)
+
+
+def _decoder_blocks(x, blocks, block_edits, block_capture, audio_features, mask, dims: Dims,
+                    cross=None):
+    def body(x, layer):
+        p_l, edits_l, cross_l = layer
+        block_tap = Tap("decoder", edits_l, block_capture)
+        x, _ = decoder_block(x, p_l, block_tap, dims.n_text_head, audio_features, mask, cross=cross_l)
+        return x, block_tap.captured
+
+    return jax.lax.scan(body, x, (blocks, block_edits, cross))
 
 
 def layer_list(blocks, n_layers: int) -> tuple:
