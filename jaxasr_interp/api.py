@@ -20,6 +20,7 @@ from .audio import load_audio, log_mel
 from .config import Dims
 from .decoding import greedy_decode, logit_bias
 from .model import encode
+from .sharding import padded_size, shard_leading
 from .tokenizer import WhisperTokenizer
 from .weights import load_weights
 
@@ -89,8 +90,9 @@ def transcribe_ids(model: Model, audio, *, batch_size: int = 8, edits=None, supp
     out: list[list[int]] = []
     for start in chunks:
         batch = mels[start:start + batch_size]
-        # pad the last batch to full size so that every batch reuses one compiled program
-        padded = jnp.stack(batch + [batch[-1]] * (batch_size - len(batch)))
+        # pad the last batch to full size so that every batch reuses one compiled program (and
+        # to a multiple of the device count: the batch axis is sharded over all devices)
+        padded = shard_leading(jnp.stack(batch + [batch[-1]] * (padded_size(batch_size) - len(batch))))
         features = encode_batch(model.params, padded, edits, dims=model.dims, dtype=dtype)
         ids = np.asarray(greedy_decode(model.params, features, prompt, tok.eot, bias, first_bias,
                                        dims=model.dims, max_new_tokens=max_new_tokens,

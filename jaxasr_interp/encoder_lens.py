@@ -29,6 +29,7 @@ from . import layers as L
 from . import text_metrics as tm
 from .audio import load_audio, log_mel
 from .decoding import greedy_decode, logit_bias
+from .sharding import padded_size, shard_leading
 from .model import encode
 from .tuned_lens import translate
 
@@ -176,7 +177,8 @@ def encoder_lens(model, audio_or_mels, references=None, *, ln_post: bool = True,
     for start in chunks:
         batch = mels[start:start + batch_size]
         # the last batch is padded so that every call reuses one compiled program
-        padded = jnp.stack(batch + [batch[-1]] * (min(batch_size, len(mels)) - len(batch)))
+        padded = jnp.stack(batch + [batch[-1]] * (padded_size(min(batch_size, len(mels))) - len(batch)))
+        padded = shard_leading(padded)  # the batch axis over all devices
         ids = np.asarray(encoder_lens_ids(model.params, padded, prompt, tok.eot, bias, first_bias,
                                           translator, dims=dims, ln_post=ln_post,
                                           max_new_tokens=max_new_tokens))

@@ -37,6 +37,7 @@ import numpy as np
 from .audio import HOP_LENGTH, load_audio, log_mel
 from .decoding import greedy_decode, logit_bias
 from .model import decode, encode
+from .sharding import shard_leading
 
 FORMAT = "jaxasr-interp features v1"
 
@@ -87,6 +88,7 @@ def _chunk_features(model, items, *, chunk_size, max_new_tokens):
     pad = chunk_size - len(mels)  # full-size chunks: one compiled program, identical results
     mels = jnp.stack(mels + [mels[-1]] * pad)
     n_valid_arr = jnp.asarray(n_valid + [n_valid[-1]] * pad, jnp.int32)
+    mels, n_valid_arr = shard_leading((mels, n_valid_arr))  # the chunk over all devices
     audio_features, enc = _encoder_chunk(model.params, mels, n_valid_arr, dims=dims)
     prompt = np.asarray(tok.prompt(), np.int32)
     no_bias = logit_bias(dims.n_vocab, ())

@@ -44,6 +44,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .sharding import padded_size, shard_leading
+
 DEFAULT_L2 = (1e-3, 1e-2, 1e-1)
 
 
@@ -227,9 +229,12 @@ def probe_sweep(features, labels, *, k: int = 5, seeds=(0,), l2=DEFAULT_L2, step
     class_ok = np.stack([np.bincount(row[0], minlength=n_classes) > 0 for row in ys])
     if n_classes == 2:  # every target binary: one logit per probe halves the matrix products
         class_ok = class_ok[:, :1]
-    acc, bal = _sweep(features, jnp.asarray(ys), jnp.asarray(folds), jnp.asarray(class_ok),
+    n_layers = features.shape[0]
+    # the layer axis is sharded over all devices (padded with copies to a multiple of their count)
+    padded = jnp.concatenate([features, features[:1].repeat(padded_size(n_layers) - n_layers, 0)])
+    acc, bal = _sweep(shard_leading(padded), jnp.asarray(ys), jnp.asarray(folds), jnp.asarray(class_ok),
                       jnp.asarray(l2, jnp.float32), k=k, steps=int(steps), lr=float(lr))
-    acc, bal = np.asarray(acc), np.asarray(bal)
+    acc, bal = np.asarray(acc)[:n_layers], np.asarray(bal)[:n_layers]
     t = labels.shape[0]
     if not control:
         acc, bal = (np.concatenate([a, np.full_like(a, np.nan)], axis=1) for a in (acc, bal))
