@@ -172,8 +172,9 @@ def test_encoder_lens_per_layer_matches_pytorch(tiny):
 def test_encoder_lens_last_layer_equals_transcription(tiny):
     model, _, mel = tiny
     lens = encoder_lens(model, [mel], max_new_tokens=32)[0]
-    expected = jai.transcribe_ids(model, [jai.sample_path(CLIP)], batch_size=1, max_new_tokens=32)[0]
-    assert lens.token_ids[-1] == expected and lens.final == model.tokenizer.decode(expected)
+    # transcribe_ids's default length: the program other test files compile already
+    expected = jai.transcribe_ids(model, [jai.sample_path(CLIP)], batch_size=1)[0]
+    assert len(expected) < 32 and lens.token_ids[-1] == expected and lens.final == model.tokenizer.decode(expected)
     assert lens.wer[-1] == 0.0 and lens.reference == lens.final  # scored against itself
     wer, cer = pooled_rates([lens, lens])
     np.testing.assert_allclose(wer, lens.wer)
