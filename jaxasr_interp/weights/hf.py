@@ -173,8 +173,13 @@ def to_transformers(params: Mapping, dims: Dims):
     import torch
     import transformers
     cfg = transformers.WhisperConfig(**hf_config_from_dims(dims), attn_implementation="eager")
-    model = transformers.WhisperForConditionalGeneration(cfg).eval()
+    with torch.device("meta"):  # no random initialisation: every tensor is assigned below
+        model = transformers.WhisperForConditionalGeneration(cfg).eval()
     sd = {k: torch.from_numpy(np.array(v)) for k, v in hf_state_dict_from_params(params, dims).items()}
     sd["proj_out.weight"] = sd["model.decoder.embed_tokens.weight"]
-    model.load_state_dict(sd, strict=True)
+    model.load_state_dict(sd, strict=True, assign=True)
+    model.tie_weights()
+    for name, buffer in model.named_buffers():  # buffers are not in the state dict's tensors
+        if buffer.is_meta:
+            raise RuntimeError(f"transformers buffer {name} was left uninitialised")
     return model
