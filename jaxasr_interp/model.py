@@ -67,9 +67,11 @@ def _self_attention(x, p, tap, n_head, prefix, mask, cache=None, offset=None):
     return L.linear(z.reshape(z.shape[0], -1), p["out"]), cache
 
 
-def encoder_block(x, p, tap: Tap, n_head: int):
+def encoder_block(x, p, tap: Tap, n_head: int, mask=None):
+    """One encoder block; ``mask`` (boolean [S, S], True = may attend) hides padded frames
+    (Qwen2-Audio's encoder masks them; Whisper's attends to every frame)."""
     x = tap("resid_pre", x)
-    attn, _ = _self_attention(L.layer_norm(x, p["attn_ln"]), p["attn"], tap, n_head, "attn", None)
+    attn, _ = _self_attention(L.layer_norm(x, p["attn_ln"]), p["attn"], tap, n_head, "attn", mask)
     x = tap("resid_mid", x + tap("attn_out", attn))
     hidden = tap("mlp.hidden", L.gelu(L.linear(L.layer_norm(x, p["mlp_ln"]), p["mlp1"])))
     return tap("resid_post", x + tap("mlp_out", L.linear(hidden, p["mlp2"])))
@@ -138,11 +140,11 @@ def _encode(params, mel, *, dims, edits, capture, dtype, precision):
     return x, {**tap.captured, **stacked}
 
 
-def _encoder_blocks(x, blocks, block_edits, block_capture, dims: Dims):
+def _encoder_blocks(x, blocks, block_edits, block_capture, dims: Dims, mask=None):
     def body(x, layer):
         p_l, edits_l = layer
         block_tap = Tap("encoder", edits_l, block_capture)
-        return encoder_block(x, p_l, block_tap, dims.n_audio_head), block_tap.captured
+        return encoder_block(x, p_l, block_tap, dims.n_audio_head, mask), block_tap.captured
 
     return jax.lax.scan(body, x, (blocks, block_edits))
 

@@ -1,0 +1,108 @@
+"""The Qwen2-Audio site vocabulary: the Whisper encoder's sites, plus the LLM decoder's.
+
+Same conventions as :mod:`jaxasr_interp.sites`: a key names no layer; block sites are captured
+and edited with a leading layer axis ``[L, ...]``; shapes are for one utterance. ``S`` encoder
+positions (``n_audio_ctx``), ``A = S // 2`` pooled audio embeddings, ``T`` LLM tokens (audio
+embeddings included), ``H`` query heads, ``K`` key/value heads, ``dh`` the head width.
+
+Audio encoder, per block: exactly Whisper's (``encoder.resid_pre``, ``encoder.attn.q/k/v``
+[S, H, dh], ``encoder.attn.pattern`` [H, S, S], ``encoder.attn.z``, ``encoder.attn_out``,
+``encoder.resid_mid``, ``encoder.mlp.hidden`` [S, 4D], ``encoder.mlp_out``,
+``encoder.resid_post``). Whole encoder: ``encoder.embed`` [S, D] (convs + positions),
+``encoder.pooled`` [A, D] (average pooling, stride 2), ``encoder.ln_post`` [A, D] (final
+LayerNorm), ``encoder.proj`` [A, Dt] (the projector output: the audio embeddings the LLM reads).
+
+LLM decoder, per block (in computation order):
+
+===================  ============  ============================================================
+``resid_pre``        [T, Dt]       block input
+``attn.q``           [T, H, dh]    queries *after* the rotary embedding (what the scores use)
+``attn.k``           [T, K, dh]    keys after the rotary embedding (what the KV cache holds)
+``attn.v``           [T, K, dh]    values
+``attn.pattern``     [H, T, T]     softmax weights, causal (query head h reads kv head h // (H/K))
+``attn.z``           [T, H, dh]    weighted values, before the output projection
+``attn_out``         [T, Dt]       after the output projection, before the residual add
+``resid_mid``        [T, Dt]       ``resid_pre + attn_out``
+``mlp.hidden``       [T, F]        ``silu(gate) * up``: the input of the down projection
+``mlp_out``          [T, Dt]       after the down projection, before the residual add
+``resid_post``       [T, Dt]       block output
+===================  ============  ============================================================
+
+Whole decoder: ``decoder.embed`` [T, Dt] (token embeddings with the audio embeddings written
+at the ``<|AUDIO|>`` positions), ``decoder.ln_final`` [T, Dt] (final RMSNorm), ``logits``
+[T, V].
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from typing import Iterable
+
+from ..sites import ENCODER_BLOCK_SITES, SiteError
+
+DECODER_BLOCK_SITES = ("resid_pre", "attn.q", "attn.k", "attn.v", "attn.pattern", "attn.z",
+                       "attn_out", "resid_mid", "mlp.hidden", "mlp_out", "resid_post")
+ENCODER_SITES = ("encoder.embed",) + tuple(f"encoder.{s}" for s in ENCODER_BLOCK_SITES) + (
+    "encoder.pooled", "encoder.ln_post", "encoder.proj")
+DECODER_SITES = ("decoder.embed",) + tuple(f"decoder.{s}" for s in DECODER_BLOCK_SITES) + (
+    "decoder.ln_final", "logits")
+ALL_SITES = ENCODER_SITES + DECODER_SITES
+BLOCK_SITES = frozenset(f"encoder.{s}" for s in ENCODER_BLOCK_SITES) | frozenset(
+    f"decoder.{s}" for s in DECODER_BLOCK_SITES)
+
+
+def unknown_site(name: str) -> SiteError:
+    near = difflib.get_close_matches(name, ALL_SITES, n=4, cutoff=0.5)
+    hint = f"did you mean {', '.join(near)}?" if near else f"valid sites: {', '.join(ALL_SITES)}"
+    return SiteError(f"unknown Qwen2-Audio site {name!r}; {hint}")
+
+
+def expand(patterns: Iterable[str] | str | None) -> tuple[str, ...]:
+    """Names and glob patterns (``"decoder.*_out"``) -> site names, in model order."""
+    if patterns is None:
+        return ()
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    chosen = set()
+    for pattern in patterns:
+        matches = fnmatch.filter(ALL_SITES, pattern)
+        if not matches:
+            raise unknown_site(pattern)
+        chosen.update(matches)
+    return tuple(s for s in ALL_SITES if s in chosen)
+
+
+def shape(name: str, dims, n_tokens: int) -> tuple[int, ...]:
+    """Per-layer shape of a site's value (no layer axis) for ``n_tokens`` LLM tokens."""
+    if name not in ALL_SITES:
+        raise unknown_site(name)
+    last = name.rsplit(".", 1)[-1]
+    if name.startswith("encoder."):
+        s, d, h = dims.n_audio_ctx, dims.n_audio_state, dims.n_audio_head
+        if name in ("encoder.pooled", "encoder.ln_post"):
+            return (dims.n_audio_tokens, d)
+        if name == "encoder.proj":
+            return (dims.n_audio_tokens, dims.n_text_state)
+        if name.endswith(".pattern"):
+            return (h, s, s)
+        if last in ("q", "k", "v", "z"):
+            return (s, h, d // h)
+        return (s, 4 * d if name.endswith("mlp.hidden") else d)
+    t, d = n_tokens, dims.n_text_state
+    if name == "logits":
+        return (t, dims.n_vocab)
+    if name.endswith(".pattern"):
+        return (dims.n_text_head, t, t)
+    if last in ("q", "z"):
+        return (t, dims.n_text_head, dims.d_head)
+    if last in ("k", "v"):
+        return (t, dims.n_kv_head, dims.d_head)
+    return (t, dims.n_text_ffn if name.endswith("mlp.hidden") else d)
+
+
+def n_layers(name: str, dims) -> int | None:
+    """Layers of a block site (the leading axis of its captures and edits), None otherwise."""
+    if name not in BLOCK_SITES:
+        return None
+    return dims.n_audio_layer if name.startswith("encoder.") else dims.n_text_layer
