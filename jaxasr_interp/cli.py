@@ -1,7 +1,9 @@
 """The ``jaxasr-interp`` command line.
 
 Every command prints a clear one-line ``error: ...`` and exits with status 2 on bad input
-(a missing or non-audio file, an unknown model, a corrupt checkpoint), never a traceback.
+(a missing or non-audio file, an unknown model, a corrupt checkpoint, an unwritable ``--out``),
+never a traceback; a bad argument is one ``error: ...`` line (argparse's usage is left to
+``--help``) and status 2 too.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 # Bad input surfaces as one of these (file errors are OSErrors; an unknown site is a KeyError).
@@ -62,8 +65,36 @@ def _convert(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (subparsers inherit the class)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def check_writable(path) -> None:
+    """Refuse an output path that cannot be written, before any (slow) work is done.
+
+    The path, or its nearest existing ancestor, must be a directory in which a file can be
+    created (probed for real: permission bits say nothing to root or on read-only mounts)."""
+    target = Path(path).absolute()
+    while not target.exists():
+        target = target.parent
+    if not target.is_dir():
+        if target == Path(path).absolute():
+            target = target.parent  # an existing file: the command decides what to do with it
+        else:
+            raise NotADirectoryError(f"cannot write to {path}: {target} is not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=target):
+            pass
+    except OSError as e:
+        raise PermissionError(f"cannot write to {path}: {target} is not writable "
+                              f"({e.strerror or type(e).__name__})") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jaxasr-interp", description=(
+    parser = _Parser(prog="jaxasr-interp", description=(
         "Mechanistic interpretability of Whisper in JAX. Models: tiny.en and base are bundled; "
         "any local checkpoint (transformers dir, model.bin, OpenAI .pt, orbax dir) or cached hub id works."))
     sub = parser.add_subparsers(dest="command", required=True)
@@ -103,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMAND_MODULES = ("lens", "probe", "patch")
+COMMAND_MODULES = ("lens", "probe", "patch", "report")
 
 
 def _command_modules():
@@ -122,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --batch-size must be at least 1", file=sys.stderr)
         return 2
     try:
+        if getattr(args, "out", None) is not None:
+            check_writable(args.out)
         return args.run(args)
     except USER_ERRORS as e:
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
