@@ -26,14 +26,20 @@ from .probes import ProbeResult, probe_sweep
 from .encoder_lens import EncoderLens, encoder_lens, pooled_rates
 from .lens import LogitLens, logit_lens, saturation_layer
 from .tuned_lens import load_translators, save_translators, train_tuned_lens
+from .patching import FAMILIES, component_sweep
+from .patching_decode import decode_sweep
+from .attribution import attribution_patching
+from . import qwen2_audio  # Qwen2-Audio, the paper's second model (its own namespace: jai.qwen2_audio)
+from .report import report
 
 __all__ = [
-    "ALL_SITES", "Dataset", "Dims", "Edit", "EncoderLens", "Features", "LogitLens", "Model",
-    "PRESETS", "ProbeResult", "WhisperTokenizer", "add", "decode", "decode_from", "encode", "encode_batch",
+    "ALL_SITES", "Dataset", "Dims", "Edit", "EncoderLens", "FAMILIES", "Features", "LogitLens",
+    "Model", "PRESETS", "ProbeResult", "WhisperTokenizer", "add", "attribution_patching",
+    "component_sweep", "decode", "decode_from", "decode_sweep", "encode", "encode_batch",
     "encode_from", "encoder_lens", "extract_features", "forward", "greedy_decode", "init_cache",
     "interpolate", "load", "load_audio", "load_features", "load_translators", "load_weights",
     "log_mel", "logit_lens", "pad_or_trim", "pooled_rates", "preset", "probe_matrix",
-    "probe_sweep", "read_dataset", "reference_activations", "replace", "sample_path",
-    "sample_transcripts", "saturation_layer", "save_translators", "train_tuned_lens", "transcribe",
-    "transcribe_ids", "white_noise", "write_dataset", "zero",
+    "probe_sweep", "qwen2_audio", "read_dataset", "reference_activations", "replace", "report",
+    "sample_path", "sample_transcripts", "saturation_layer", "save_translators",
+    "train_tuned_lens", "transcribe", "transcribe_ids", "white_noise", "write_dataset", "zero",
 ]
