@@ -59,13 +59,15 @@ class SiteError(KeyError):
         return self.args[0]
 
 
-def unknown_site(name: str) -> SiteError:
-    near = difflib.get_close_matches(name, ALL_SITES, n=4, cutoff=0.5)
-    hint = f"did you mean {', '.join(near)}?" if near else f"valid sites: {', '.join(ALL_SITES)}"
-    return SiteError(f"unknown site {name!r}; {hint}")
+def unknown_site(name: str, vocabulary: tuple[str, ...] = ALL_SITES, what: str = "site") -> SiteError:
+    """The error for a name outside ``vocabulary`` (Whisper's sites unless another model's)."""
+    near = difflib.get_close_matches(name, vocabulary, n=4, cutoff=0.5)
+    hint = f"did you mean {', '.join(near)}?" if near else f"valid sites: {', '.join(vocabulary)}"
+    return SiteError(f"unknown {what} {name!r}; {hint}")
 
 
-def expand(patterns: Iterable[str] | str | None) -> tuple[str, ...]:
+def expand(patterns: Iterable[str] | str | None, vocabulary: tuple[str, ...] = ALL_SITES,
+           what: str = "site") -> tuple[str, ...]:
     """Expand names and glob patterns (``"decoder.*_out"``) into site names, in model order."""
     if patterns is None:
         return ()
@@ -73,11 +75,11 @@ def expand(patterns: Iterable[str] | str | None) -> tuple[str, ...]:
         patterns = [patterns]
     chosen = set()
     for pattern in patterns:
-        matches = fnmatch.filter(ALL_SITES, pattern)
+        matches = fnmatch.filter(vocabulary, pattern)
         if not matches:
-            raise unknown_site(pattern)
+            raise unknown_site(pattern, vocabulary, what)
         chosen.update(matches)
-    return tuple(s for s in ALL_SITES if s in chosen)
+    return tuple(s for s in vocabulary if s in chosen)
 
 
 def axes(name: str) -> tuple[str, ...]:

@@ -35,10 +35,9 @@ at the ``<|AUDIO|>`` positions), ``decoder.ln_final`` [T, Dt] (final RMSNorm), `
 
 from __future__ import annotations
 
-import difflib
-import fnmatch
 from typing import Iterable
 
+from .. import sites as _sites
 from ..sites import ENCODER_BLOCK_SITES, SiteError
 
 DECODER_BLOCK_SITES = ("resid_pre", "attn.q", "attn.k", "attn.v", "attn.pattern", "attn.z",
@@ -53,24 +52,12 @@ BLOCK_SITES = frozenset(f"encoder.{s}" for s in ENCODER_BLOCK_SITES) | frozenset
 
 
 def unknown_site(name: str) -> SiteError:
-    near = difflib.get_close_matches(name, ALL_SITES, n=4, cutoff=0.5)
-    hint = f"did you mean {', '.join(near)}?" if near else f"valid sites: {', '.join(ALL_SITES)}"
-    return SiteError(f"unknown Qwen2-Audio site {name!r}; {hint}")
+    return _sites.unknown_site(name, ALL_SITES, "Qwen2-Audio site")
 
 
 def expand(patterns: Iterable[str] | str | None) -> tuple[str, ...]:
     """Names and glob patterns (``"decoder.*_out"``) -> site names, in model order."""
-    if patterns is None:
-        return ()
-    if isinstance(patterns, str):
-        patterns = [patterns]
-    chosen = set()
-    for pattern in patterns:
-        matches = fnmatch.filter(ALL_SITES, pattern)
-        if not matches:
-            raise unknown_site(pattern)
-        chosen.update(matches)
-    return tuple(s for s in ALL_SITES if s in chosen)
+    return _sites.expand(patterns, ALL_SITES, "Qwen2-Audio site")
 
 
 def shape(name: str, dims, n_tokens: int) -> tuple[int, ...]:
