@@ -26,11 +26,11 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import jaxasr_interp as jai
 from jaxasr_interp.config import preset
 from jaxasr_interp.weights.layout import param_shapes
+from bench_forward import best_time  # benchmarks/ is on sys.path when run as a script
 
 
 def abstract_params(dims):
@@ -56,16 +56,6 @@ def part_compile() -> dict:
     return {"compile_s": out, "ratio_to_tiny": {k: v / out["tiny"] for k, v in out.items()}}
 
 
-def best(fn, repeats=3):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def encoder_flops(dims) -> float:
     """Multiply-adds x 2 of one encoder pass, counted from the shapes (XLA's cost analysis
     counts a ``lax.scan`` body once, not once per layer)."""
@@ -83,12 +73,12 @@ def part_flops(model_name: str, batch: int) -> dict:
                       for i in range(batch)])
     encoder = jax.jit(lambda p, m: jai.encode_batch(p, m, dims=dims))
     flops = batch * encoder_flops(dims)
-    t_enc = best(lambda: encoder(model.params, mels).block_until_ready())
+    t_enc = best_time(lambda: encoder(model.params, mels).block_until_ready())
     # the encoder's dominant product: its MLP input, [batch * S, D] x [D, 4D]
     a = jnp.ones((batch * dims.n_audio_ctx, dims.n_audio_state), jnp.float32)
     b = jnp.ones((dims.n_audio_state, 4 * dims.n_audio_state), jnp.float32)
     mm = jax.jit(jnp.matmul)
-    t_mm = best(lambda: mm(a, b).block_until_ready())
+    t_mm = best_time(lambda: mm(a, b).block_until_ready())
     mm_flops = 2 * a.shape[0] * a.shape[1] * b.shape[1]
     enc_rate, mm_rate = flops / t_enc, mm_flops / t_mm
     return {"model": model_name, "batch": batch, "encoder_gflop": flops / 1e9, "encoder_s": t_enc,

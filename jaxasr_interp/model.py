@@ -132,12 +132,17 @@ def _encode(params, mel, *, dims, edits, capture, dtype, precision):
     with jax.default_matmul_precision(precision):
         p = _cast(params["encoder"], dtype)
         tap = Tap("", stack_edits, stack_capture)
-        x = L.gelu(L.conv1d(mel.T.astype(dtype), p["conv1"], stride=1))
-        x = L.gelu(L.conv1d(x, p["conv2"], stride=2))
-        x = tap("encoder.embed", x + p["positional_embedding"][: x.shape[0]])
+        x = encoder_stem(mel, p, tap, dtype)
         x, stacked = _encoder_blocks(x, p["blocks"], block_edits, block_capture, dims)
         x = tap("encoder.ln_post", L.layer_norm(x, p["ln_post"]))
     return x, {**tap.captured, **stacked}
+
+
+def encoder_stem(mel, p, tap: Tap, dtype):
+    """Two GELU convolutions (the second halves the frames) plus positions: ``encoder.embed``."""
+    x = L.gelu(L.conv1d(mel.T.astype(dtype), p["conv1"], stride=1))
+    x = L.gelu(L.conv1d(x, p["conv2"], stride=2))
+    return tap("encoder.embed", x + p["positional_embedding"][: x.shape[0]])
 
 
 def _encoder_blocks(x, blocks, block_edits, block_capture, dims: Dims, mask=None):

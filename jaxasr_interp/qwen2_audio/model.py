@@ -31,7 +31,7 @@ import numpy as np
 
 from .. import layers as L
 from ..edits import resolve
-from ..model import _cast, _encoder_blocks
+from ..model import _cast, _encoder_blocks, encoder_stem
 from ..sites import Tap
 from .config import QwenAudioDims, audio_tokens_for, encoder_lengths
 from .sites import ALL_SITES, BLOCK_SITES, DECODER_SITES, ENCODER_SITES, expand, n_layers, unknown_site
@@ -139,9 +139,7 @@ def _encode(params, mel, n_frames, *, dims, edits, capture, dtype, precision):
     with jax.default_matmul_precision(precision):
         p = _cast(params["encoder"], dtype)
         tap = Tap("", stack_edits, stack_capture)
-        x = L.gelu(L.conv1d(mel.T.astype(dtype), p["conv1"], stride=1))
-        x = L.gelu(L.conv1d(x, p["conv2"], stride=2))
-        x = tap("encoder.embed", x + p["positional_embedding"][: x.shape[0]])
+        x = encoder_stem(mel, p, tap, dtype)
         # padded frames are hidden as keys (transformers' feature_attention_mask)
         valid = jnp.arange(x.shape[0]) < encoder_lengths(n_frames)[0]
         mask = jnp.broadcast_to(valid[None, :], (x.shape[0], x.shape[0]))

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..weights.hf import _read_torch_bins, _weight_files
-from ..weights.layout import (CheckpointError, ParamFiller, TensorSource, _attention, _linear, _mlp, _norm,
+from ..weights.layout import (CheckpointError, ParamFiller, TensorSource, _linear, encoder_shapes,
                               iter_paths, torch_to_flax)
 from .config import QwenAudioDims, dims_from_hf_config
 
@@ -43,13 +43,7 @@ def param_shapes(dims: QwenAudioDims) -> dict:
     da, dt, la, lt = dims.n_audio_state, dims.n_text_state, dims.n_audio_layer, dims.n_text_layer
     dq, dkv, f = dims.n_text_head * dims.d_head, dims.n_kv_head * dims.d_head, dims.n_text_ffn
     return {
-        "encoder": {
-            "conv1": {"kernel": (3, dims.n_mels, da), "bias": (da,)},
-            "conv2": {"kernel": (3, da, da), "bias": (da,)},
-            "positional_embedding": (dims.n_audio_ctx, da),
-            "blocks": {"attn_ln": _norm(da, la), "attn": _attention(da, la), **_mlp(da, la)},
-            "ln_post": _norm(da),
-        },
+        "encoder": encoder_shapes(dims.n_mels, dims.n_audio_ctx, da, la),
         "projector": _linear(da, dt),
         "decoder": {
             "token_embedding": (dims.n_vocab, dt),

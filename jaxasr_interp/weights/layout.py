@@ -48,18 +48,23 @@ def _mlp(d, layers):
             "mlp2": _linear(4 * d, d, layers=layers)}
 
 
+def encoder_shapes(n_mels: int, n_ctx: int, d: int, layers: int) -> dict:
+    """The Whisper audio encoder's parameter shapes (also Qwen2-Audio's encoder)."""
+    return {
+        "conv1": {"kernel": (3, n_mels, d), "bias": (d,)},
+        "conv2": {"kernel": (3, d, d), "bias": (d,)},
+        "positional_embedding": (n_ctx, d),
+        "blocks": {"attn_ln": _norm(d, layers), "attn": _attention(d, layers), **_mlp(d, layers)},
+        "ln_post": _norm(d),
+    }
+
+
 def param_shapes(dims: Dims) -> dict:
     """The full parameter tree of a Whisper model as nested dicts of shape tuples."""
     da, dt = dims.n_audio_state, dims.n_text_state
     la, lt = dims.n_audio_layer, dims.n_text_layer
     return {
-        "encoder": {
-            "conv1": {"kernel": (3, dims.n_mels, da), "bias": (da,)},
-            "conv2": {"kernel": (3, da, da), "bias": (da,)},
-            "positional_embedding": (dims.n_audio_ctx, da),
-            "blocks": {"attn_ln": _norm(da, la), "attn": _attention(da, la), **_mlp(da, la)},
-            "ln_post": _norm(da),
-        },
+        "encoder": encoder_shapes(dims.n_mels, dims.n_audio_ctx, da, la),
         "decoder": {
             "token_embedding": (dims.n_vocab, dt),
             "positional_embedding": (dims.n_text_ctx, dt),
