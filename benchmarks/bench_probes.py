@@ -111,7 +111,7 @@ def main():
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_probes_cpu.json"))
     args = parser.parse_args()
     info = dict(device=str(jax.devices()[0]), dtype="float32", jax=jax.__version__,
-                machine=platform.processor() or platform.machine(), l2=L2, optimizer="adam, 150 steps")
+                machine=platform.processor() or platform.machine(), l2=L2, optimizer="L-BFGS (memory 8, exact line search in logit space), tol 1e-4 on the largest gradient entry (scikit-learn: lbfgs, tol 1e-4)")
     print(f"device {info['device']}, float32, jax {jax.__version__}")
     results = []
     if args.features:

@@ -22,12 +22,15 @@ every target is binary a probe has one logit; in a sweep that mixes binary and m
 targets, a binary target's two softmax columns get twice the strength, which is the same
 objective.
 
-The program is ``vmap`` over layers x targets x seeds x folds x strengths of a single-probe
-trainer, under one ``jit``. The features are never copied per probe: standardisation is folded
-into the weights (``(x - mu) / sd @ w == x @ (w / sd) - mu / sd @ w``), so every probe of a
-layer shares one ``[n, d] @ [d, probes * classes]`` matrix product. Training is a fixed number
-of full-batch Adam steps (optax, cosine-decayed step size) from zero weights, so results are
-bit-identical for a fixed seed. Folds and permutations are drawn with numpy from the seed, outside the trace.
+The program is ``vmap`` over layers x (targets x seeds x folds x strengths, one flattened
+probe axis) of a single-probe trainer, under one ``jit``. The features are never copied per
+probe: standardisation is folded into the weights (``(x - mu) / sd @ w == x @ (w / sd) - mu /
+sd @ w``), so every probe of a layer shares one ``[n, d] @ [d, probes * classes]`` matrix
+product. Training is full-batch L-BFGS (:mod:`.lbfgs`) from zero weights with an exact line
+search in logit space, two matrix products an iteration, until the largest gradient entry is
+at most ``tol`` (scikit-learn's own stopping rule and default, 1e-4) for every probe or
+``max_iter`` iterations have run; there is no randomness in it, so results are bit-identical
+for a fixed seed. Folds and permutations are drawn with numpy from the seed, outside the trace.
 
 Returns a :class:`ProbeResult` with ``accuracy``, ``balanced_accuracy`` and the same for the
 control, each ``[L, T, S, R]`` (pooled over the ``k`` test folds), and ``summary()`` rows per
@@ -42,11 +45,12 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
+from . import lbfgs
 from .sharding import padded_size, shard_leading
 
 DEFAULT_L2 = (1e-3, 1e-2, 1e-1)
+_MEMORY = 8  # L-BFGS pairs kept per probe
 
 
 def stratified_folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -102,47 +106,75 @@ def _split_arrays(labels: np.ndarray, k: int, seeds, control: bool) -> tuple[np.
     return np.asarray(ys, np.int32), np.asarray(folds, np.int32)
 
 
-def _fit_one(x, y, train, class_ok, l2, *, steps, lr):
-    """One probe: x [n, d] (shared by every probe of a layer), y [n], train [n] bool,
-    class_ok [C] (C == 1: binary with one logit) -> predicted class of every item [n]."""
-    w_train = train.astype(x.dtype)
-    n_train = w_train.sum()
-    mu = w_train @ x / n_train
-    sd = jnp.sqrt(jnp.maximum(w_train @ jnp.square(x) / n_train - jnp.square(mu), 0.0))
+def _fit_one(x, xt, y, train, class_ok, l2, *, max_iter, tol):
+    """One probe: x [n, d] and its transpose xt [d, n] (both shared by every probe of a layer),
+    y [n], train [n] bool, class_ok [C] (C == 1: binary with one logit) -> predicted class of
+    every item [n].
+
+    L-BFGS (:mod:`.lbfgs`) on the flat parameters ``[w.ravel(), b]`` with an exact line search
+    in logit space: the logits are linear in the parameters, so the logits along a direction
+    cost one matrix product and every trial step is elementwise. An iteration is two matrix
+    products (the direction's logits, the gradient), as cheap as a gradient step; the loop
+    stops when the largest gradient entry is at most ``tol`` or after ``max_iter`` iterations."""
+    dt = x.dtype
+    d, n_cols = x.shape[1], class_ok.shape[0]
+    w_train = train.astype(dt) / train.sum()
+    mu = xt @ w_train
+    sd = jnp.sqrt(jnp.maximum(jnp.square(xt) @ w_train - jnp.square(mu), 0.0))
     # Constant features get weight 0 through inv_sd = 0: standardised they are 0 anyway.
     inv_sd = jnp.where(sd > 1e-6 * (1.0 + jnp.abs(mu)), 1.0 / jnp.maximum(sd, 1e-30), 0.0)
-    binary = class_ok.shape[0] == 1
+    binary = n_cols == 1
     # A binary target inside a softmax sweep: two columns share the penalty of one weight
     # vector, so doubling it keeps the objective equal to scikit-learn's binary one.
     penalty = l2 if binary else l2 * jnp.where(class_ok.sum() == 2, 2.0, 1.0)
+    target = y.astype(dt)[:, None] if binary else jax.nn.one_hot(y, n_cols, dtype=dt)
+    unflat = lambda theta: (theta[: d * n_cols].reshape(d, n_cols), theta[d * n_cols:])
 
-    def logits_of(params):
-        w, b = params
-        z = x @ (w * inv_sd[:, None]) + (b - (mu * inv_sd) @ w)
-        return z if binary else jnp.where(class_ok, z, -1e9)  # absent classes never win
+    def logits_of(theta):
+        w, b = unflat(theta)
+        return x @ (w * inv_sd[:, None]) + (b - (mu * inv_sd) @ w)
 
-    def loss(params):
-        z = logits_of(params)
-        if binary:
-            nll = optax.sigmoid_binary_cross_entropy(z[:, 0], y.astype(x.dtype))
-        else:
-            nll = optax.softmax_cross_entropy_with_integer_labels(z, y)
-        return (w_train * nll).sum() / n_train + 0.5 * penalty * jnp.sum(jnp.square(params[0]))
+    def probs(z):  # absent classes (class_ok False) get probability 0 and never win
+        return jax.nn.sigmoid(z) if binary else jax.nn.softmax(jnp.where(class_ok, z, -1e9), axis=-1)
 
-    # Adam on a cosine schedule for a fixed number of full-batch steps: no data-dependent
-    # control flow, so the vmapped program is a plain loop of matrix products (L-BFGS with a
-    # line search was 30x slower per step under vmap) and results are bit-reproducible.
-    opt = optax.adam(optax.cosine_decay_schedule(lr, steps))
-    params = (jnp.zeros((x.shape[1], class_ok.shape[0]), x.dtype), jnp.zeros(class_ok.shape, x.dtype))
+    def grad(z, theta):
+        w, _ = unflat(theta)
+        r = (probs(z) - target) * w_train[:, None]                      # d loss / d z
+        r_sum = r.sum(0)
+        g_w = inv_sd[:, None] * (xt @ r - mu[:, None] * r_sum[None, :]) + penalty * w
+        return jnp.concatenate([g_w.reshape(-1), r_sum])
 
-    def step(carry, _):
-        params, state = carry
-        updates, state = opt.update(jax.grad(loss)(params), state, params)
-        return (optax.apply_updates(params, updates), state), None
+    def step_length(z, q, theta, p):
+        w_dot, pp = jnp.vdot(unflat(theta)[0], unflat(p)[0]), jnp.vdot(unflat(p)[0], unflat(p)[0])
 
-    (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
-    z = logits_of(params)
-    return (z[:, 0] > 0).astype(jnp.int32) if binary else jnp.argmax(z, axis=-1)
+        def derivs(alpha):
+            prob = probs(z + alpha * q)
+            pq = (prob * q).sum(-1)
+            d1 = w_train @ ((prob - target) * q).sum(-1) + penalty * (w_dot + alpha * pp)
+            curv = (prob * (1 - prob) * jnp.square(q)).sum(-1) if binary else (prob * jnp.square(q)).sum(-1) - jnp.square(pq)
+            return d1, w_train @ curv + penalty * pp
+
+        return lbfgs.line_search(derivs)
+
+    def active(carry):
+        i, _, _, g, _ = carry
+        return (i < max_iter) & (jnp.abs(g).max() > tol)
+
+    def iteration(carry):
+        i, theta, z, g, memory = carry
+        p = lbfgs.direction(memory, g)
+        q = logits_of(p)                                                 # logits along p
+        alpha = step_length(z, q, theta, p)
+        theta, z = theta + alpha * p, z + alpha * q
+        g_new = grad(z, theta)
+        return i + 1, theta, z, g_new, lbfgs.push(memory, alpha * p, g_new - g)
+
+    theta = jnp.zeros((d + 1) * n_cols, dt)
+    z = jnp.zeros((x.shape[0], n_cols), dt)
+    carry = (0, theta, z, grad(z, theta), lbfgs.empty(_MEMORY, theta.shape[0], dt))
+    theta = jax.lax.while_loop(active, iteration, carry)[1]
+    z = logits_of(theta)
+    return (z[:, 0] > 0).astype(jnp.int32) if binary else jnp.argmax(jnp.where(class_ok, z, -jnp.inf), axis=-1)
 
 
 def _scores(pred, y, train, n_classes):
@@ -160,17 +192,29 @@ def _scores(pred, y, train, n_classes):
     return accuracy, balanced
 
 
-@functools.partial(jax.jit, static_argnames=("k", "steps", "lr"))
-def _sweep(features, ys, folds, class_ok, l2, *, k, steps, lr):
-    """features [L, n, d]; ys, folds [T2, S, n]; class_ok [T2, C]; l2 [R] -> scores [L, T2, S, R]."""
-    fit = functools.partial(_fit_one, steps=steps, lr=lr)
-    fit = jax.vmap(fit, in_axes=(None, None, None, None, 0))          # strengths
-    fit = jax.vmap(fit, in_axes=(None, None, 0, None, None))          # folds
-    fit = jax.vmap(fit, in_axes=(None, 0, 0, None, None))             # seeds
-    fit = jax.vmap(fit, in_axes=(None, 0, 0, 0, None))                # targets (+ controls)
-    fit = jax.vmap(fit, in_axes=(0, None, None, None, None))          # layers
+@functools.partial(jax.jit, static_argnames=("k", "max_iter", "tol"))
+def _sweep(features, features_t, ys, folds, class_ok, l2, *, k, max_iter, tol):
+    """features [L, n, d] and features_t [L, d, n]; ys, folds [T2, S, n]; class_ok [T2, C];
+    l2 [R] -> scores [L, T2, S, R]."""
+    # Every (target, seed, fold, strength) of a layer is one probe of a single vmapped axis
+    # (their product, flattened): the batched program is the same as nesting one vmap per
+    # axis, and tracing it is ~3x faster.
+    t2, s, n = ys.shape
+    r = l2.shape[0]
     train = folds[:, :, None, :] != jnp.arange(k)[None, None, :, None]  # [T2, S, K, n]
-    pred = fit(features, ys, train, class_ok, l2)                      # [L, T2, S, K, R, n]
+
+    def per_probe(a):  # [T2|1, S|1, K|1, R|1, ...] -> [T2 * S * K * R, ...]
+        return jnp.broadcast_to(a, (t2, s, k, r) + a.shape[4:]).reshape((-1,) + a.shape[4:])
+
+    probe_y = per_probe(ys[:, :, None, None, :])
+    probe_train = per_probe(train[:, :, :, None, :])
+    probe_ok = per_probe(class_ok[:, None, None, None, :])
+    probe_l2 = per_probe(l2[None, None, None, :])
+    fit = functools.partial(_fit_one, max_iter=max_iter, tol=tol)
+    fit = jax.vmap(fit, in_axes=(None, None, 0, 0, 0, 0))                    # probes
+    fit = jax.vmap(fit, in_axes=(0, 0, None, None, None, None))              # layers
+    pred = fit(features, features_t, probe_y, probe_train, probe_ok, probe_l2)
+    pred = pred.reshape(features.shape[0], t2, s, k, r, n)             # [L, T2, S, K, R, n]
     score = functools.partial(_scores, n_classes=max(class_ok.shape[1], 2))
     score = jax.vmap(score, in_axes=(1, None, None))                  # strengths
     score = jax.vmap(score, in_axes=(0, 0, 0))                        # seeds
@@ -178,6 +222,9 @@ def _sweep(features, ys, folds, class_ok, l2, *, k, steps, lr):
     score = jax.vmap(score, in_axes=(0, None, None))                  # layers
     acc, bal = score(pred, ys, train)                                  # [L, T2, S, R]
     return acc, bal
+
+
+_transposed = jax.jit(lambda a: jnp.swapaxes(a, 1, 2))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,8 +259,8 @@ class ProbeResult:
         return rows
 
 
-def probe_sweep(features, labels, *, k: int = 5, seeds=(0,), l2=DEFAULT_L2, steps: int = 150,
-                lr: float = 0.05, control: bool = True) -> ProbeResult:
+def probe_sweep(features, labels, *, k: int = 5, seeds=(0,), l2=DEFAULT_L2, max_iter: int = 100,
+                tol: float = 1e-4, control: bool = True) -> ProbeResult:
     """Train and score every probe of the sweep in one compiled program (module docstring).
     ``control=False`` skips the shuffled-label probes (their scores are then NaN)."""
     features = jnp.asarray(features, jnp.float32)
@@ -231,9 +278,13 @@ def probe_sweep(features, labels, *, k: int = 5, seeds=(0,), l2=DEFAULT_L2, step
         class_ok = class_ok[:, :1]
     n_layers = features.shape[0]
     # the layer axis is sharded over all devices (padded with copies to a multiple of their count)
-    padded = jnp.concatenate([features, features[:1].repeat(padded_size(n_layers) - n_layers, 0)])
-    acc, bal = _sweep(shard_leading(padded), jnp.asarray(ys), jnp.asarray(folds), jnp.asarray(class_ok),
-                      jnp.asarray(l2, jnp.float32), k=k, steps=int(steps), lr=float(lr))
+    extra = padded_size(n_layers) - n_layers
+    padded = jnp.concatenate([features, features[:1].repeat(extra, 0)]) if extra else features
+    padded = shard_leading(padded)
+    # A transposed copy, made by its own small program (inside the sweep XLA made it twice):
+    # the gradient's xt @ r runs ~3x faster on CPU than x^T r, which contracts x's leading axis.
+    acc, bal = _sweep(padded, _transposed(padded), jnp.asarray(ys), jnp.asarray(folds), jnp.asarray(class_ok),
+                      jnp.asarray(l2, jnp.float32), k=k, max_iter=int(max_iter), tol=float(tol))
     acc, bal = np.asarray(acc)[:n_layers], np.asarray(bal)[:n_layers]
     t = labels.shape[0]
     if not control:
