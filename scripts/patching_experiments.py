@@ -28,7 +28,7 @@ SIZES = {  # chosen to fit a 2-core CPU in about an hour for both models
                     contextual=dict(families=_LAYER_FAMILIES + ("encoder.head",), alphas=(0.25, 0.5, 1.0),
                                     max_items=15, max_new_tokens=32)),
     "base": dict(repetition=dict(alphas=(0.5, 1.0), max_items=9, max_new_tokens=96, chunk=18),
-                 contextual=dict(families=_LAYER_FAMILIES, alphas=(0.5, 1.0), max_items=10, max_new_tokens=32)),
+                 contextual=dict(families=_LAYER_FAMILIES, alphas=(0.5, 1.0), max_items=24, max_new_tokens=32)),
 }
 
 
