@@ -145,7 +145,8 @@ def _fit_one(x, xt, y, train, class_ok, l2, *, max_iter, tol):
         return jnp.concatenate([g_w.reshape(-1), r_sum])
 
     def step_length(z, q, theta, p):
-        w_dot, pp = jnp.vdot(unflat(theta)[0], unflat(p)[0]), jnp.vdot(unflat(p)[0], unflat(p)[0])
+        w, p_w = unflat(theta)[0], unflat(p)[0]
+        w_dot, pp = jnp.vdot(w, p_w), jnp.vdot(p_w, p_w)
 
         def derivs(alpha):
             prob = probs(z + alpha * q)

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 _LAYER_FAMILIES = ("encoder.block", "encoder.attn", "encoder.mlp", "decoder.block", "decoder.self_attn",
                    "decoder.cross_attn", "decoder.mlp")
-SIZES = {  # chosen to fit a 2-core CPU in about an hour for both models
+SIZES = {  # all four runs took ~80 min together on a quiet 2-core CPU (seconds in each summary)
     "tiny.en": dict(repetition=dict(alphas=(0.25, 0.5, 0.75, 1.0), max_items=6, max_new_tokens=96, chunk=14),
                     contextual=dict(families=_LAYER_FAMILIES + ("encoder.head",), alphas=(0.25, 0.5, 1.0),
                                     max_items=15, max_new_tokens=32)),
