@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 import jaxasr_interp as jai
-from jaxasr_interp.decoding import logit_bias
+from jaxasr_interp.whisper.decoding import logit_bias
 from jaxasr_interp.weights.hf import to_transformers
 
 

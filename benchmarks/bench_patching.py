@@ -33,7 +33,7 @@ import torch
 from transformers.modeling_outputs import BaseModelOutput
 
 import jaxasr_interp as jai
-from jaxasr_interp.patching import head_sweep
+from jaxasr_interp.patching.sweeps import head_sweep
 from jaxasr_interp.weights.hf import to_transformers
 
 ALPHAS = (0.25, 0.5, 0.75, 1.0)

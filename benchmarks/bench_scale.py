@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 import jaxasr_interp as jai
-from jaxasr_interp.config import preset
+from jaxasr_interp.whisper.config import preset
 from jaxasr_interp.weights.layout import param_shapes
 from bench_forward import best_time  # benchmarks/ is on sys.path when run as a script
 

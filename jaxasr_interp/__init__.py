@@ -9,28 +9,28 @@ Public API (re-exports only)::
     texts = jai.transcribe(model, ["a.wav", "b.wav"])
 """
 
-from .api import Model, encode_batch, load, transcribe, transcribe_ids
-from .audio import load_audio, log_mel, pad_or_trim, sample_path, sample_transcripts
-from .config import PRESETS, Dims, preset
-from .decoding import greedy_decode, init_cache
-from .edits import Edit, add, interpolate, replace, zero
-from .model import decode, encode, forward
-from .resume import decode_from, encode_from
-from .reference import reference_activations, white_noise
-from .sites import ALL_SITES
-from .tokenizer import WhisperTokenizer
-from .weights import load_weights
-from .data import Dataset, read_dataset, write_dataset
-from .features import Features, extract_features, load_features, probe_matrix
-from .probes import ProbeResult, probe_sweep
-from .encoder_lens import EncoderLens, encoder_lens, pooled_rates
-from .lens import LogitLens, logit_lens, saturation_layer
-from .tuned_lens import load_translators, save_translators, train_tuned_lens
-from .patching import FAMILIES, component_sweep
-from .patching_decode import decode_sweep
-from .attribution import attribution_patching
-from . import qwen2_audio  # Qwen2-Audio, the paper's second model (its own namespace: jai.qwen2_audio)
-from .report import report
+from jaxasr_interp.whisper.api import Model, encode_batch, load, transcribe, transcribe_ids
+from jaxasr_interp.whisper.audio import load_audio, log_mel, pad_or_trim, sample_path, sample_transcripts
+from jaxasr_interp.whisper.config import PRESETS, Dims, preset
+from jaxasr_interp.whisper.decoding import greedy_decode, init_cache
+from jaxasr_interp.core.edits import Edit, add, interpolate, replace, zero
+from jaxasr_interp.whisper.model import decode, encode, forward
+from jaxasr_interp.whisper.resume import decode_from, encode_from
+from jaxasr_interp.patching.reference import reference_activations, white_noise
+from jaxasr_interp.whisper.sites import ALL_SITES
+from jaxasr_interp.whisper.tokenizer import WhisperTokenizer
+from jaxasr_interp.weights import load_weights
+from jaxasr_interp.data import Dataset, read_dataset, write_dataset
+from jaxasr_interp.probes.features import Features, extract_features, load_features, probe_matrix
+from jaxasr_interp.probes.sweep import ProbeResult, probe_sweep
+from jaxasr_interp.lenses.encoder import EncoderLens, encoder_lens, pooled_rates
+from jaxasr_interp.lenses.logit import LogitLens, logit_lens, saturation_layer
+from jaxasr_interp.lenses.tuned import load_translators, save_translators, train_tuned_lens
+from jaxasr_interp.patching.sweeps import FAMILIES, component_sweep
+from jaxasr_interp.patching.decoding import decode_sweep
+from jaxasr_interp.patching.attribution import attribution_patching
+from jaxasr_interp import qwen2_audio  # Qwen2-Audio, the paper's second model (its own namespace: jai.qwen2_audio)
+from jaxasr_interp.report.page import report
 
 __all__ = [
     "ALL_SITES", "Dataset", "Dims", "Edit", "EncoderLens", "FAMILIES", "Features", "LogitLens",

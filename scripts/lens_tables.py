@@ -19,9 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxasr_interp as jai
-from jaxasr_interp.encoder_lens import encoder_lens, pooled_rates
-from jaxasr_interp.lens import logit_lens
-from jaxasr_interp.plots import plot_encoder_lens, plot_logit_lens, plot_saturation_histogram
+from jaxasr_interp.lenses.encoder import encoder_lens, pooled_rates
+from jaxasr_interp.lenses.logit import logit_lens
+from jaxasr_interp.plots.lens import plot_encoder_lens, plot_logit_lens, plot_saturation_histogram
 
 FIGURES = Path(__file__).resolve().parents[1] / "docs" / "figures"
 MAX_NEW_TOKENS = 96  # 3x the longest reference (~30 tokens): enough to see a loop, cheap to run

@@ -19,10 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxasr_interp as jai
-from jaxasr_interp.encoder_lens import encoder_lens, pooled_rates
-from jaxasr_interp.lens import logit_lens
-from jaxasr_interp.plots import plot_saturation_histogram
-from jaxasr_interp.tuned_lens import greedy_ids, save_translators, train_tuned_lens
+from jaxasr_interp.lenses.encoder import encoder_lens, pooled_rates
+from jaxasr_interp.lenses.logit import logit_lens
+from jaxasr_interp.plots.lens import plot_saturation_histogram
+from jaxasr_interp.lenses.tuned import greedy_ids, save_translators, train_tuned_lens
 
 TRAIN = ["jfk.wav", "sense_and_sensibility_01_austen_64kb-0870.wav",
          "sense_and_sensibility_01_austen_64kb-0880.wav", "sense_and_sensibility_01_austen_64kb-0890.wav"]

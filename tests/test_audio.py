@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from jaxasr_interp.audio import (N_FRAMES, N_SAMPLES, SAMPLE_RATE, AudioError, load_audio, log_mel,
-                                 mel_filters, pad_or_trim, sample_path, sample_transcripts)
+from jaxasr_interp.whisper.audio import N_FRAMES, N_SAMPLES, SAMPLE_RATE, AudioError, load_audio, log_mel, mel_filters, pad_or_trim, sample_path, sample_transcripts
 
 LIBRIVOX = "sense_and_sensibility_01_austen_64kb-0870.wav"
 

@@ -9,12 +9,12 @@ import pytest
 import soundfile as sf
 
 import jaxasr_interp as jai
-from jaxasr_interp.cli import main
+from jaxasr_interp.cli.main import main
 from jaxasr_interp.weights import load_weights
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "jaxasr_interp.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "jaxasr_interp.cli.main", *args], capture_output=True,
                           text=True, timeout=600)
 
 

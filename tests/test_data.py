@@ -65,7 +65,7 @@ def test_speech_vs_non_speech_covers_noise_tones_and_silence(tmp_path):
 
 
 def test_hallucination_split_takes_zero_wer_against_the_k_worst(tmp_path, monkeypatch):
-    import jaxasr_interp.api as api
+    import jaxasr_interp.whisper.api as api
 
     def fake_transcribe(model, audios, **kw):  # right on even items, wrong on odd ones
         texts = synth.sentences(np.random.default_rng(3), len(audios))

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from jaxasr_interp import edits as E
-from jaxasr_interp.decoding import greedy_decode, logit_bias
-from jaxasr_interp.model import encode, forward
-from jaxasr_interp.sites import SiteError
+from jaxasr_interp.core import edits as E
+from jaxasr_interp.whisper.decoding import greedy_decode, logit_bias
+from jaxasr_interp.whisper.model import encode, forward
+from jaxasr_interp.whisper.sites import SiteError
 from test_model_parity import CONFIGS
 from torch_ref import params_of, random_torch_model
 

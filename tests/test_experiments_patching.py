@@ -5,12 +5,12 @@ patch layout of the repetition sweep, and the CLI's error handling."""
 import numpy as np
 import pytest
 
-from jaxasr_interp.cli import main
-from jaxasr_interp.config import Dims
+from jaxasr_interp.cli.main import main
+from jaxasr_interp.whisper.config import Dims
 from jaxasr_interp.data.minimal_pairs import PAIRS, generate, read_user_list
 from jaxasr_interp.experiments.contextual_bias import classify, error_position
 from jaxasr_interp.experiments.repetition import SITE_HEAD, SITE_LAYER, _patch_weights, resolved
-from jaxasr_interp.patching_decode import behaviour, collapse_repeats, has_repetition
+from jaxasr_interp.patching.sweeps.decoding import behaviour, collapse_repeats, has_repetition
 
 LOOPS = [
     "I went to the store and then and then and then and then",
@@ -92,9 +92,9 @@ def test_user_lists_are_read_and_checked(tmp_path):
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from jaxasr_interp.api import _default_tokenizer_file
-    from jaxasr_interp.config import preset
-    from jaxasr_interp.tokenizer import WhisperTokenizer
+    from jaxasr_interp.whisper.api import _default_tokenizer_file
+    from jaxasr_interp.whisper.config import preset
+    from jaxasr_interp.whisper.tokenizer import WhisperTokenizer
     return WhisperTokenizer.from_file(_default_tokenizer_file(preset("tiny.en")), multilingual=False)
 
 
@@ -124,7 +124,7 @@ def test_repetition_patch_layout():
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
-    from jaxasr_interp.audio import sample_path
+    from jaxasr_interp.whisper.audio import sample_path
     assert main(["patch", str(tmp_path / "missing.wav"), "--site", "decoder.cross_head", "--out", str(tmp_path)]) == 2
     assert "audio file not found" in capsys.readouterr().err
     assert main(["patch", str(sample_path("jfk")), "--site", "decoder.cross_atn", "--out", str(tmp_path)]) == 2

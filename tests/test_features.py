@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from jaxasr_interp.api import Model, _default_tokenizer_file
-from jaxasr_interp.config import Dims
-from jaxasr_interp.features import (audio_positions, extract_features, load_features, pool_encoder,
-                                    probe_matrix)
-from jaxasr_interp.model import decode, encode
-from jaxasr_interp.tokenizer import WhisperTokenizer
+from jaxasr_interp.whisper.api import Model, _default_tokenizer_file
+from jaxasr_interp.whisper.config import Dims
+from jaxasr_interp.probes.sweep.features import audio_positions, extract_features, load_features, pool_encoder, probe_matrix
+from jaxasr_interp.whisper.model import decode, encode
+from jaxasr_interp.whisper.tokenizer import WhisperTokenizer
 from jaxasr_interp.weights.layout import param_shapes
 
 # Small random model: the audio context must stay 1500 (log_mel always gives 30 s), the rest is
@@ -67,7 +66,7 @@ def test_features_are_the_masked_mean_and_the_end_of_text_residual(model, clips,
     out = extract_features(model, clips[:2], tmp_path / "f", chunk_size=2, progress=False)
     feats = load_features(out)
     assert feats.encoder.shape == (2, 2, 14) and feats.decoder.shape == (3, 2, 14)
-    from jaxasr_interp.audio import load_audio, log_mel
+    from jaxasr_interp.whisper.audio import load_audio, log_mel
     audio = load_audio(clips[1])
     n = audio_positions(audio.size, 1500)
     assert feats.n_valid[1] == n == 65  # 1.3 s -> 130 mel frames -> 65 positions

@@ -15,9 +15,9 @@ import soundfile as sf
 from scipy.signal import butter, resample_poly, sosfiltfilt
 
 import jaxasr_interp as jai
-from jaxasr_interp.audio import AudioError
-from jaxasr_interp.cli import main
-from jaxasr_interp.sites import SiteError
+from jaxasr_interp.whisper.audio import AudioError
+from jaxasr_interp.cli.main import main
+from jaxasr_interp.whisper.sites import SiteError
 from jaxasr_interp.weights import CheckpointError, ct2
 from test_weights import SMALL, random_params
 

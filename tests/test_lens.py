@@ -19,10 +19,10 @@ import torch
 from transformers.modeling_outputs import BaseModelOutput
 
 import jaxasr_interp as jai
-from jaxasr_interp import text_metrics as tm
-from jaxasr_interp.config import Dims
-from jaxasr_interp.encoder_lens import encoder_lens, pooled_rates
-from jaxasr_interp.lens import LENS_SITES, logit_lens, saturation_layer
+from jaxasr_interp.whisper import text_metrics as tm
+from jaxasr_interp.whisper.config import Dims
+from jaxasr_interp.lenses.encoder import encoder_lens, pooled_rates
+from jaxasr_interp.lenses.logit import LENS_SITES, logit_lens, saturation_layer
 from torch_ref import params_of, random_torch_model, reference_run, torch_model_from_params
 
 DIMS = Dims(n_mels=80, n_audio_ctx=23, n_audio_state=70, n_audio_head=5, n_audio_layer=3,
@@ -193,9 +193,9 @@ def test_text_metrics_known_values():
 
 
 def test_plots_write_pngs(random_case, tmp_path):
-    from jaxasr_interp.api import _default_tokenizer_file
-    from jaxasr_interp.encoder_lens import EncoderLens
-    from jaxasr_interp.plots import figure_with_mel, plot_encoder_lens, plot_logit_lens, plot_saturation_histogram
+    from jaxasr_interp.whisper.api import _default_tokenizer_file
+    from jaxasr_interp.lenses.encoder import EncoderLens
+    from jaxasr_interp.plots.lens import figure_with_mel, plot_encoder_lens, plot_logit_lens, plot_saturation_histogram
     model, _, mels, tokens = random_case
     tok = jai.WhisperTokenizer.from_file(_default_tokenizer_file(jai.preset("tiny.en")), multilingual=False)
     lens = logit_lens(model, mels, tokens)
@@ -215,7 +215,7 @@ def test_plots_write_pngs(random_case, tmp_path):
 
 
 def test_cli_bad_input_is_one_line_error(tmp_path, capsys):
-    from jaxasr_interp.cli import main
+    from jaxasr_interp.cli.main import main
     audio = str(jai.sample_path(CLIP))
     assert main(["encoder-lens", str(tmp_path / "missing.wav"), "--out", str(tmp_path / "o")]) == 2
     (tmp_path / "refs.txt").write_text("one\ntwo\n")

@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxasr_interp.config import Dims
-from jaxasr_interp.decoding import init_cache
-from jaxasr_interp.model import decode, encode, forward
-from jaxasr_interp.sites import ALL_SITES
+from jaxasr_interp.whisper.config import Dims
+from jaxasr_interp.whisper.decoding import init_cache
+from jaxasr_interp.whisper.model import decode, encode, forward
+from jaxasr_interp.whisper.sites import ALL_SITES
 from torch_ref import params_of, random_torch_model, reference_run
 
 CONFIGS = {

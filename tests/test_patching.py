@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxasr_interp import edits as E
-from jaxasr_interp.model import decode, encode, forward
-from jaxasr_interp.patching import clean_token_logits, head_sweep
+from jaxasr_interp.core import edits as E
+from jaxasr_interp.whisper.model import decode, encode, forward
+from jaxasr_interp.patching.sweeps import clean_token_logits, head_sweep
 from test_model_parity import CONFIGS
 from torch_ref import params_of, random_torch_model
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from jaxasr_interp.probes import planted_features, probe_sweep, stratified_folds
+from jaxasr_interp.probes.sweep import planted_features, probe_sweep, stratified_folds
 
 N, LAYERS, DIM = 240, 5, 24
 PLANTED = 3
@@ -107,7 +107,7 @@ def test_bad_input_is_a_clear_error(labels, match):
 
 
 def test_cli_probe_bad_input_is_one_error_line(tmp_path, capsys):
-    from jaxasr_interp.cli import main
+    from jaxasr_interp.cli.main import main
 
     assert main(["probe", "--data", str(tmp_path), "--target", "gender", "--out", str(tmp_path / "o")]) == 2
     assert capsys.readouterr().err.strip() == f"error: {tmp_path} is not a dataset: dataset.json is missing (see jaxasr_interp.data)"

@@ -16,10 +16,10 @@ import torch
 from jax.sharding import PartitionSpec as P
 
 from jaxasr_interp import qwen2_audio as qa
-from jaxasr_interp.edits import interpolate, zero
-from jaxasr_interp.lens import LogitLens
+from jaxasr_interp.core.edits import interpolate, zero
+from jaxasr_interp.lenses.logit import LogitLens
 from jaxasr_interp.qwen2_audio.prompt import valid_frames
-from jaxasr_interp.sites import SiteError
+from jaxasr_interp.whisper.sites import SiteError
 from jaxasr_interp.weights import CheckpointError
 from jaxasr_interp.weights.layout import iter_paths
 from qwen_ref import AUDIO_TOKEN_ID, SAMPLE_RATE, params_of, random_model, reference_run, tiny_processor

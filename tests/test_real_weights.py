@@ -79,7 +79,7 @@ def test_our_log_mel_gives_the_same_transcript_as_the_reference_features(pair):
     a = jai.transcribe_ids(model, [jai.sample_path(name)], batch_size=1)[0]
     feats = jai.encode_batch(model.params, jnp.asarray(mels[name])[None], dims=model.dims)
     prompt = jnp.asarray(model.tokenizer.prompt(), jnp.int32)
-    from jaxasr_interp.decoding import logit_bias
+    from jaxasr_interp.whisper.decoding import logit_bias
     zero = logit_bias(model.dims.n_vocab, ())
     b = np.asarray(jai.greedy_decode(model.params, feats, prompt, model.tokenizer.eot, zero, zero,
                                      dims=model.dims, max_new_tokens=len(a) + 1))[0].tolist()
@@ -88,7 +88,7 @@ def test_our_log_mel_gives_the_same_transcript_as_the_reference_features(pair):
 
 
 def test_every_site_matches_reference_on_tiny_en_real_speech():
-    from jaxasr_interp.sites import ALL_SITES
+    from jaxasr_interp.whisper.sites import ALL_SITES
     from torch_ref import reference_run
     model = jai.load("tiny.en")
     torch_model = torch_model_from_params(jax_to_numpy(model.params), model.dims)

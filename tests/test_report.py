@@ -17,9 +17,9 @@ import pytest
 from matplotlib.image import imread
 
 import jaxasr_interp as jai
-from jaxasr_interp.cli import main
-from jaxasr_interp.patching import clean_token_logits
-from jaxasr_interp.report import PAGE_FIGURES
+from jaxasr_interp.cli.main import main
+from jaxasr_interp.patching.sweeps import clean_token_logits
+from jaxasr_interp.report.page import PAGE_FIGURES
 
 JFK = str(jai.sample_path("jfk.wav"))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -148,8 +148,8 @@ def test_the_cli_reports_on_the_bundled_clip_by_default(monkeypatch, tmp_path, c
         return Path(out_dir) / "index.html"
 
     # the module, not ``jai.report`` (the package attribute is the function of the same name)
-    monkeypatch.setattr(sys.modules["jaxasr_interp.report"], "report", fake_report)
-    monkeypatch.setattr("jaxasr_interp.api.load", lambda name: f"model {name}")
+    monkeypatch.setattr(sys.modules["jaxasr_interp.report.page"], "report", fake_report)
+    monkeypatch.setattr("jaxasr_interp.whisper.api.load", lambda name: f"model {name}")
     assert main(["report", "--out", str(tmp_path), "--alpha", "0.5"]) == 0
     [(model, wave, out_dir, kw)] = calls
     assert model == "model tiny.en" and out_dir == str(tmp_path)

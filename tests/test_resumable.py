@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxasr_interp.resumable import finished_chunks, resumable_map
+from jaxasr_interp.core.resumable import finished_chunks, resumable_map
 
 CHILD = Path(__file__).parent / "helpers" / "sweep_child.py"
 

@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 
 import jaxasr_interp as jai
-from jaxasr_interp.config import Dims
-from jaxasr_interp.encoder_lens import lens_features
-from jaxasr_interp.layers import layer_norm
-from jaxasr_interp.lens import logit_lens
-from jaxasr_interp.tuned_lens import (fit_translators, identity_translator, load_translators,
-                                      save_translators, translate)
+from jaxasr_interp.whisper.config import Dims
+from jaxasr_interp.lenses.encoder import lens_features
+from jaxasr_interp.core.layers import layer_norm
+from jaxasr_interp.lenses.logit import logit_lens
+from jaxasr_interp.lenses.tuned import fit_translators, identity_translator, load_translators, save_translators, translate
 from torch_ref import params_of, random_torch_model
 
 # the config of test_lens.py: the plain lens's compiled programs are shared within a session

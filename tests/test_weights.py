@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxasr_interp.config import PRESETS, Dims
+from jaxasr_interp.whisper.config import PRESETS, Dims
 from jaxasr_interp.weights import CheckpointError, LoadedWeights, bundled, ct2, hf, known_names, load_weights
 from jaxasr_interp.weights.layout import iter_paths, param_shapes
 from jaxasr_interp.weights.openai_pt import load_openai_pt, openai_state_dict_from_params, save_openai_pt

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import transformers
 
-from jaxasr_interp.config import Dims
+from jaxasr_interp.whisper.config import Dims
 from jaxasr_interp.weights.hf import hf_config_from_dims, params_from_hf_state_dict
 from jaxasr_interp.weights.hf import to_transformers as torch_model_from_params  # noqa: F401
 

@@ -102,8 +102,7 @@ def read_dataset(root) -> Dataset:
     return Dataset(root, rows, meta)
 
 
-from .builders import (build_accent, build_gender, build_hallucination, build_noise,  # noqa: E402
-                       build_speech)
+from jaxasr_interp.data.builders import build_accent, build_gender, build_hallucination, build_noise, build_speech
 
 BUILDERS = {"gender": build_gender, "accent": build_accent, "noise": build_noise,
             "speech": build_speech, "hallucination": build_hallucination}

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from . import synth
+from jaxasr_interp.data import synth
 
 GENDER_VARIANTS = {"male": [f"m{i}" for i in range(1, 9)], "female": [f"f{i}" for i in range(1, 6)]}
 ACCENTS = {"us": "en-us", "gb-rp": "en-gb-x-rp", "scottish": "en-gb-scotland", "caribbean": "en-029"}
@@ -59,7 +59,7 @@ def _speak(rng, voice: str, text: str, version: str, speed=(140, 190)):
 
 
 def build_gender(out, n_per_class: int = 40, *, seed: int = 0, piper: bool = False) -> dict:
-    from . import write_dataset
+    from jaxasr_interp.data import write_dataset
     root, rng, version = _prepare(out, n_per_class), np.random.default_rng(seed), _espeak_version()
     voice = synth.piper_voice() if piper else None
     items, classes = [], ["male", "female"]
@@ -78,7 +78,7 @@ def build_gender(out, n_per_class: int = 40, *, seed: int = 0, piper: bool = Fal
 
 
 def build_accent(out, n_per_class: int = 20, *, seed: int = 0) -> dict:
-    from . import write_dataset
+    from jaxasr_interp.data import write_dataset
     root, rng, version = _prepare(out, n_per_class), np.random.default_rng(seed), _espeak_version()
     names = list(ACCENTS)
     items = []
@@ -108,7 +108,7 @@ def _voice_labels(source: str) -> dict:
 
 
 def build_noise(out, n_per_class: int = 40, *, snrs=(0.0, 5.0, 10.0), seed: int = 0) -> dict:
-    from . import write_dataset
+    from jaxasr_interp.data import write_dataset
     root, rng, version = _prepare(out, n_per_class), np.random.default_rng(seed), _espeak_version()
     items = []
     for i, text in enumerate(synth.sentences(rng, 2 * n_per_class)):
@@ -131,7 +131,7 @@ def build_noise(out, n_per_class: int = 40, *, snrs=(0.0, 5.0, 10.0), seed: int 
 
 
 def build_speech(out, n_per_class: int = 40, *, seed: int = 0) -> dict:
-    from . import write_dataset
+    from jaxasr_interp.data import write_dataset
     root, rng, version = _prepare(out, n_per_class), np.random.default_rng(seed), _espeak_version()
     kinds = ("noise", "tones", "silence")
     items = []
@@ -167,8 +167,8 @@ def build_hallucination(out, model, pool: int = 120, k: int = 30, *, seed: int =
     class is sampled down to ``k`` items when larger, for balance)."""
     import jiwer
 
-    from . import write_dataset
-    from ..api import transcribe
+    from jaxasr_interp.data import write_dataset
+    from jaxasr_interp.whisper.api import transcribe
     root, rng, version = _prepare(out, k), np.random.default_rng(seed), _espeak_version()
     texts, audios, sources = synth.sentences(rng, pool), [], []
     for i, text in enumerate(texts):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..audio import load_audio
+from jaxasr_interp.whisper.audio import load_audio
 
 SR = 16000
 

@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from ..patching import FAMILIES, component_sweep, is_head_family, single_patch_edits
-from ..patching_decode import ids_to_text, words
+from jaxasr_interp.patching.sweeps import FAMILIES, component_sweep, is_head_family, single_patch_edits
+from jaxasr_interp.patching.decoding import ids_to_text, words
 
 ENCODER_FAMILIES = ("encoder.block", "encoder.attn", "encoder.mlp", "encoder.head")
 DECODER_FAMILIES = ("decoder.block", "decoder.self_attn", "decoder.cross_attn", "decoder.mlp")
@@ -38,8 +38,8 @@ def synthesize(stimuli, out_dir, *, voice: str = "en-us", speed: int = 150) -> l
     """espeak-ng audio of each sentence, cached as ``out_dir/audio/NNNN.wav`` (deterministic)."""
     import soundfile as sf
 
-    from ..audio import load_audio
-    from ..data import synth
+    from jaxasr_interp.whisper.audio import load_audio
+    from jaxasr_interp.data import synth
     audio_dir = Path(out_dir) / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)
     out = []
@@ -99,12 +99,12 @@ def _sweep_item(model, mel, tokens, pos, spoken, refs, families, alphas, chunk):
 def run(model, out_dir, *, stimuli=None, families=ENCODER_FAMILIES + DECODER_FAMILIES, alphas=(0.5, 1.0),
         head_alphas=(1.0,), max_items: int = 12, max_new_tokens: int = 40, reference=None,
         voice: str = "en-us", speed: int = 150, chunk: int = 8, attribution: bool = True) -> dict:
-    from ..api import transcribe_ids
-    from ..attribution import attribution_patching, rank_correlation
-    from ..audio import load_audio, log_mel
-    from ..data.minimal_pairs import generate
-    from ..model import decode, encode
-    from ..reference import white_noise
+    from jaxasr_interp.whisper.api import transcribe_ids
+    from jaxasr_interp.patching.attribution import attribution_patching, rank_correlation
+    from jaxasr_interp.whisper.audio import load_audio, log_mel
+    from jaxasr_interp.data.minimal_pairs import generate
+    from jaxasr_interp.whisper.model import decode, encode
+    from jaxasr_interp.patching.reference import white_noise
 
     stimuli = generate() if stimuli is None else stimuli
     dims, tok = model.dims, model.tokenizer
@@ -168,8 +168,8 @@ def _best(rate: dict, alphas: dict, stack: str):
 
 def _behaviour(model, stimuli, audios, items, rate, alphas, noise_acts, noise_features, width, max_new_tokens):
     """Edited greedy decoding of every patched error under the best encoder / decoder component."""
-    from ..api import transcribe_ids
-    from ..model import decode
+    from jaxasr_interp.whisper.api import transcribe_ids
+    from jaxasr_interp.whisper.model import decode
     tok, dims, prompt = model.tokenizer, model.dims, model.tokenizer.prompt()
     out = {}
     for stack in ("encoder", "decoder"):
@@ -198,7 +198,7 @@ def write_report(result: dict, out_dir) -> dict:
     import csv
     import json
 
-    from ..plots_patching import plot_head_heatmap, plot_layer_lines
+    from jaxasr_interp.plots.patching import plot_head_heatmap, plot_layer_lines
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rate, alphas, n = result["flip_rate"], result["alphas"], result["n_items"]

@@ -53,11 +53,11 @@ def _best(rows, stack):
 def probe_dataset(data_dir, target: str, out_dir, *, model="tiny.en", features_dir=None,
                   folds: int = 5, seeds=(0, 1, 2), l2=(1e-3, 1e-2, 1e-1), chunk_size: int = 8,
                   title: str | None = None) -> dict:
-    from ..api import load
-    from ..data import read_dataset
-    from ..features import extract_features, load_features, probe_matrix
-    from ..plots_probes import plot_probe_layers
-    from ..probes import probe_sweep
+    from jaxasr_interp.whisper.api import load
+    from jaxasr_interp.data import read_dataset
+    from jaxasr_interp.probes.features import extract_features, load_features, probe_matrix
+    from jaxasr_interp.plots.probes import plot_probe_layers
+    from jaxasr_interp.probes.sweep import probe_sweep
 
     data = read_dataset(data_dir)
     labels, classes = data.encoded(target)
@@ -84,8 +84,8 @@ def probe_dataset(data_dir, target: str, out_dir, *, model="tiny.en", features_d
 
 def run_experiment(name: str, out_dir, *, model="tiny.en", n_per_class: int | None = None,
                    seed: int = 0, pool: int | None = None, **probe_kw) -> dict:
-    from ..api import load
-    from ..data import BUILDERS
+    from jaxasr_interp.whisper.api import load
+    from jaxasr_interp.data import BUILDERS
 
     if name not in EXPERIMENTS:
         raise KeyError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")

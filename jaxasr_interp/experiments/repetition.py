@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from ..patching_decode import collapse_repeats, decode_sweep, has_repetition, ids_to_text, word_error_rate
+from jaxasr_interp.patching.decoding import collapse_repeats, decode_sweep, has_repetition, ids_to_text, word_error_rate
 
 ALPHAS = (0.25, 0.5, 0.75, 1.0)
 SITE_LAYER, SITE_HEAD = "decoder.cross_attn_out", "decoder.cross_attn.z"
@@ -40,7 +40,7 @@ CARDS = Path("/usr/share/pocketsphinx/test/data/cards")
 
 
 def _real_clips() -> list[tuple[np.ndarray, str, str]]:
-    from ..audio import load_audio, sample_path, sample_transcripts
+    from jaxasr_interp.whisper.audio import load_audio, sample_path, sample_transcripts
     clips = [(load_audio(sample_path(n)), t, n) for n, t in sample_transcripts().items()]
     if (CARDS / "cards.transcription").is_file():
         for line in (CARDS / "cards.transcription").read_text().splitlines():
@@ -53,7 +53,7 @@ def _real_clips() -> list[tuple[np.ndarray, str, str]]:
 
 def _variants(audio, rng):
     """(audio, description) of each degradation of one long stretch of real speech."""
-    from ..data import synth
+    from jaxasr_interp.data import synth
     seconds = audio.size / synth.SR
     yield synth.mix_at_snr(audio, synth.pink_noise(rng, seconds), -5.0), "+ pink noise -5 dB"
     yield synth.mix_at_snr(audio, synth.white_noise(rng, seconds), -5.0), "+ white noise -5 dB"
@@ -64,7 +64,7 @@ def candidate_pool(seed: int = 0, n_orders: int = 4, seconds: float = 24.0) -> l
     """Candidates: dicts with ``audio``, ``text`` (reference), ``source``. Each is the real clips
     in a seeded random order, concatenated until ``seconds`` (at most 29.5 s: one window),
     under one of the noise degradations of :func:`_variants`."""
-    from ..data import synth
+    from jaxasr_interp.data import synth
     rng = np.random.default_rng(seed)
     clips, pool = _real_clips(), []
     for _ in range(n_orders):
@@ -84,7 +84,7 @@ def candidate_pool(seed: int = 0, n_orders: int = 4, seconds: float = 24.0) -> l
 
 def find_loops(model, pool: list[dict], *, max_new_tokens: int, batch_size: int = 8) -> list[dict]:
     """The items of ``pool`` whose greedy transcript loops (their reference text does not)."""
-    from ..api import transcribe_ids
+    from jaxasr_interp.whisper.api import transcribe_ids
     ids = transcribe_ids(model, [p["audio"] for p in pool], batch_size=batch_size,
                          max_new_tokens=max_new_tokens, progress=True)
     out = []
@@ -124,9 +124,9 @@ class _Runner:
     """Everything one item's sweeps need, computed once per model."""
 
     def __init__(self, model, max_new_tokens: int, reference, chunk: int):
-        from ..api import encode_batch
-        from ..audio import load_audio, log_mel
-        from ..reference import white_noise
+        from jaxasr_interp.whisper.api import encode_batch
+        from jaxasr_interp.whisper.audio import load_audio, log_mel
+        from jaxasr_interp.patching.reference import white_noise
         self.model, self.n_new, self.chunk = model, max_new_tokens, chunk
         self.prompt = model.tokenizer.prompt()
         noise = white_noise() if reference is None else load_audio(reference)
@@ -134,9 +134,9 @@ class _Runner:
                                            dims=model.dims)[0]
 
     def __call__(self, item, weights) -> list[str]:
-        from ..api import encode_batch
-        from ..audio import log_mel
-        from ..model import decode
+        from jaxasr_interp.whisper.api import encode_batch
+        from jaxasr_interp.whisper.audio import log_mel
+        from jaxasr_interp.whisper.model import decode
         m, tok = self.model, self.model.tokenizer
         width = len(self.prompt) + self.n_new + 1  # fixed: one compiled program for every item
         seq = (self.prompt + list(item["ids"]) + [tok.eot] * width)[:width]
@@ -195,7 +195,7 @@ def write_report(result: dict, out_dir) -> dict:
     import csv
     import json
 
-    from ..plots_patching import plot_alpha_curves, plot_head_heatmap, plot_layer_lines
+    from jaxasr_interp.plots.patching import plot_alpha_curves, plot_head_heatmap, plot_layer_lines
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     alphas, lr, hr, pr = result["alphas"], result["layer_rate"], result["head_rate"], result["pair_rate"]

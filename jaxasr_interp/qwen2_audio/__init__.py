@@ -15,14 +15,14 @@ a KV cache), weights (safetensors/hub/orbax), prompt (chat template), lens (logi
 sharding (mesh placement and memory estimate for the 7B model).
 """
 
-from .config import QWEN2_AUDIO_7B, QwenAudioDims, audio_tokens_for, dims_from_hf_config, hf_config_dict
-from .decoding import generate, greedy_decode, init_cache
-from .lens import logit_lens
-from .model import decode, encode, forward
-from .prompt import audio_input, chat_text, end_ids, prompt_ids, render_chat
-from .sharding import memory_estimate, shard_params
-from .sites import ALL_SITES
-from .weights import load_params, load_weights, params_from_state_dict, save_params, state_dict_from_params
+from jaxasr_interp.qwen2_audio.config import QWEN2_AUDIO_7B, QwenAudioDims, audio_tokens_for, dims_from_hf_config, hf_config_dict
+from jaxasr_interp.qwen2_audio.decoding import generate, greedy_decode, init_cache
+from jaxasr_interp.qwen2_audio.lens import logit_lens
+from jaxasr_interp.qwen2_audio.model import decode, encode, forward
+from jaxasr_interp.qwen2_audio.prompt import audio_input, chat_text, end_ids, prompt_ids, render_chat
+from jaxasr_interp.qwen2_audio.sharding import memory_estimate, shard_params
+from jaxasr_interp.qwen2_audio.sites import ALL_SITES
+from jaxasr_interp.qwen2_audio.weights import load_params, load_weights, params_from_state_dict, save_params, state_dict_from_params
 
 __all__ = [
     "ALL_SITES", "QWEN2_AUDIO_7B", "QwenAudioDims", "audio_input", "audio_tokens_for", "chat_text",

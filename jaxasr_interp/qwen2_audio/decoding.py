@@ -22,12 +22,12 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from ..edits import Edit, resolve
-from ..sites import axes
-from .config import QwenAudioDims
-from .model import _cast, decode, encode
-from .sites import ENCODER_SITES, n_layers
-from .sites import shape as site_shape
+from jaxasr_interp.core.edits import Edit, resolve
+from jaxasr_interp.whisper.sites import axes
+from jaxasr_interp.qwen2_audio.config import QwenAudioDims
+from jaxasr_interp.qwen2_audio.model import _cast, decode, encode
+from jaxasr_interp.qwen2_audio.sites import ENCODER_SITES, n_layers
+from jaxasr_interp.qwen2_audio.sites import shape as site_shape
 
 
 def init_cache(dims: QwenAudioDims, length: int, dtype=jnp.float32) -> dict:

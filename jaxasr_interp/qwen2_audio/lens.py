@@ -16,9 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..lens import LogitLens, saturation_layer
-from .config import QwenAudioDims
-from .model import forward, rms_norm
+from jaxasr_interp.lenses.logit import LogitLens, saturation_layer
+from jaxasr_interp.qwen2_audio.config import QwenAudioDims
+from jaxasr_interp.qwen2_audio.model import forward, rms_norm
 
 LENS_SITES = ("resid_mid", "resid_post")
 

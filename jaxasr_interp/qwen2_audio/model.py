@@ -29,13 +29,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import layers as L
-from ..edits import resolve
-from ..model import _cast, _encoder_blocks, encoder_stem
-from ..sites import Tap
-from .config import QwenAudioDims, audio_tokens_for, encoder_lengths
-from .sites import ALL_SITES, BLOCK_SITES, DECODER_SITES, ENCODER_SITES, expand, n_layers, unknown_site
-from .sites import shape as site_shape
+from jaxasr_interp.core import layers as L
+from jaxasr_interp.core.edits import resolve
+from jaxasr_interp.whisper.model import _cast, _encoder_blocks, encoder_stem
+from jaxasr_interp.whisper.sites import Tap
+from jaxasr_interp.qwen2_audio.config import QwenAudioDims, audio_tokens_for, encoder_lengths
+from jaxasr_interp.qwen2_audio.sites import ALL_SITES, BLOCK_SITES, DECODER_SITES, ENCODER_SITES, expand, n_layers, unknown_site
+from jaxasr_interp.qwen2_audio.sites import shape as site_shape
 
 _STATIC = ("dims", "capture", "dtype", "precision")
 

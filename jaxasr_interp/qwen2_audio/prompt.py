@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import audio_tokens_for
+from jaxasr_interp.qwen2_audio.config import audio_tokens_for
 
 AUDIO_TOKEN = "<|AUDIO|>"
 DEFAULT_SYSTEM = "You are a helpful assistant."
@@ -84,6 +84,6 @@ def valid_frames(n_samples: int, n_frames_max: int, hop_length: int = 160) -> in
 
 def audio_input(audio, n_mels: int = 128):
     """16 kHz mono audio -> (mel [n_mels, 3000], valid frames) for the real models."""
-    from ..audio import N_SAMPLES, log_mel
+    from jaxasr_interp.whisper.audio import N_SAMPLES, log_mel
     mel = log_mel(audio, n_mels=n_mels)
     return mel, valid_frames(min(len(audio), N_SAMPLES), mel.shape[-1])

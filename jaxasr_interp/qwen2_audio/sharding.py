@@ -20,9 +20,9 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from ..weights.layout import iter_paths, set_path
-from .config import QwenAudioDims
-from .weights import param_shapes
+from jaxasr_interp.weights.layout import iter_paths, set_path
+from jaxasr_interp.qwen2_audio.config import QwenAudioDims
+from jaxasr_interp.qwen2_audio.weights import param_shapes
 
 # (path suffix, axis split) for the decoder's kernels; the leading axis of a block leaf is the layer.
 _SPLIT = {"attn/query/kernel": -1, "attn/query/bias": -1, "attn/key/kernel": -1, "attn/key/bias": -1,

@@ -37,8 +37,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from .. import sites as _sites
-from ..sites import ENCODER_BLOCK_SITES, SiteError
+from jaxasr_interp.whisper import sites as _sites
+from jaxasr_interp.whisper.sites import ENCODER_BLOCK_SITES, SiteError
 
 DECODER_BLOCK_SITES = ("resid_pre", "attn.q", "attn.k", "attn.v", "attn.pattern", "attn.z",
                        "attn_out", "resid_mid", "mlp.hidden", "mlp_out", "resid_post")

@@ -28,10 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..weights.hf import _read_torch_bins, _weight_files
-from ..weights.layout import (CheckpointError, ParamFiller, TensorSource, _linear, encoder_shapes,
-                              iter_paths, torch_to_flax)
-from .config import QwenAudioDims, dims_from_hf_config
+from jaxasr_interp.weights.hf import _read_torch_bins, _weight_files
+from jaxasr_interp.weights.layout import CheckpointError, ParamFiller, TensorSource, _linear, encoder_shapes, iter_paths, torch_to_flax
+from jaxasr_interp.qwen2_audio.config import QwenAudioDims, dims_from_hf_config
 
 DIMS_FILE = "qwen2_audio_dims.json"
 PARAMS_DIR = "params"
@@ -245,7 +244,7 @@ def load_params(directory) -> tuple[dict, QwenAudioDims]:
 
 def load_weights(source) -> tuple[dict, QwenAudioDims]:
     """``(params, dims)`` from an orbax directory, a transformers directory or a hub id."""
-    from ..weights import hub
+    from jaxasr_interp.weights import hub
     text = str(source)
     path = Path(text).expanduser()
     if path.is_dir():

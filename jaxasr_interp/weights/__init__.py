@@ -20,8 +20,8 @@ import dataclasses
 import os
 from pathlib import Path
 
-from ..config import Dims
-from .layout import CheckpointError
+from jaxasr_interp.whisper.config import Dims
+from jaxasr_interp.weights.layout import CheckpointError
 
 __all__ = ["CheckpointError", "LoadedWeights", "known_names", "load_weights"]
 
@@ -36,7 +36,7 @@ class LoadedWeights:
 
 def known_names() -> list[str]:
     """The model names :func:`load_weights` accepts without a path or a hub id."""
-    from .bundled import BUNDLED_NAMES
+    from jaxasr_interp.weights.bundled import BUNDLED_NAMES
     return list(BUNDLED_NAMES)
 
 
@@ -59,13 +59,13 @@ def _is_torch_file(path: Path) -> bool:
 
 
 def _load_ct2_file(path: Path, source: str) -> LoadedWeights:
-    from . import ct2
+    from jaxasr_interp.weights import ct2
     params, dims = ct2.load_ct2(path, config=ct2.read_ct2_config(path.parent))
     return LoadedWeights(params, dims, _tokenizer_in(path.parent), source)
 
 
 def _load_dir(directory: Path, source: str) -> LoadedWeights:
-    from . import hf, orbax_io
+    from jaxasr_interp.weights import hf, orbax_io
     if orbax_io.is_orbax_dir(directory):
         params, dims = orbax_io.load_params_dir(directory)
         return LoadedWeights(params, dims, _tokenizer_in(directory), source)
@@ -80,10 +80,10 @@ def _load_dir(directory: Path, source: str) -> LoadedWeights:
 
 
 def _load_file(path: Path, source: str) -> LoadedWeights:
-    from . import hf
+    from jaxasr_interp.weights import hf
     name = path.name.lower()
     if name.endswith(".pt") or name.endswith(".pth"):
-        from .openai_pt import load_openai_pt
+        from jaxasr_interp.weights.openai_pt import load_openai_pt
         params, dims = load_openai_pt(path)
         return LoadedWeights(params, dims, None, source)
     if name.endswith(".bin"):
@@ -101,7 +101,7 @@ def _load_file(path: Path, source: str) -> LoadedWeights:
 
 def load_weights(source: str | os.PathLike) -> LoadedWeights:
     """Load Whisper weights from a bundled name, a local file or directory, or a hub id."""
-    from . import bundled, hub
+    from jaxasr_interp.weights import bundled, hub
     text = os.fspath(source)
     if bundled.is_bundled(text):
         params, dims, tokenizer = bundled.load_bundled(text)

@@ -14,9 +14,9 @@ import hashlib
 import importlib.util
 from pathlib import Path
 
-from ..config import Dims
-from . import ct2
-from .layout import CheckpointError
+from jaxasr_interp.whisper.config import Dims
+from jaxasr_interp.weights import ct2
+from jaxasr_interp.weights.layout import CheckpointError
 
 # sha256 of the complete model.bin (for "base": of part1 followed by part2).
 SHA256 = {

@@ -36,10 +36,10 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..config import WHISPER_HEAD_DIM, Dims
-from .layout import CheckpointError, ParamFiller, TensorSource, iter_paths
+from jaxasr_interp.whisper.config import WHISPER_HEAD_DIM, Dims
+from jaxasr_interp.weights.layout import CheckpointError, ParamFiller, TensorSource, iter_paths
 
-from .ct2_file import Ct2File, decoded_variables, read_ct2, write_ct2  # noqa: F401  (re-exported)
+from jaxasr_interp.weights.ct2_file import Ct2File, decoded_variables, read_ct2, write_ct2  # noqa: F401  (re-exported)
 
 # Every released Whisper model has 1500 encoder positions. Only used when a file carries no
 # encoder position encodings (CTranslate2's WhisperSpec always writes them) so that their

@@ -32,7 +32,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .layout import CheckpointError
+from jaxasr_interp.weights.layout import CheckpointError
 
 CURRENT_BINARY_VERSION = 6
 

@@ -15,8 +15,8 @@ from typing import Mapping
 
 import numpy as np
 
-from ..config import Dims
-from .layout import CheckpointError, ParamFiller, TensorSource, state_dict_by_table, torch_to_flax
+from jaxasr_interp.whisper.config import Dims
+from jaxasr_interp.weights.layout import CheckpointError, ParamFiller, TensorSource, state_dict_by_table, torch_to_flax
 
 _ATTN = {"query": "q_proj", "key": "k_proj", "value": "v_proj", "out": "out_proj"}
 _ENC_BLOCK = {"attn_ln": "self_attn_layer_norm", "mlp_ln": "final_layer_norm", "mlp1": "fc1", "mlp2": "fc2"}

@@ -13,7 +13,7 @@ import os
 import re
 from pathlib import Path
 
-from .layout import CheckpointError
+from jaxasr_interp.weights.layout import CheckpointError
 
 HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9_.\-]+$")
 ALLOW_PATTERNS = ["config.json", "*.json", "*.safetensors", "model.bin", "vocabulary.txt", "*.tiktoken"]

@@ -18,7 +18,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from ..config import Dims
+from jaxasr_interp.whisper.config import Dims
 
 
 def _linear(n_in, n_out, bias=True, layers=None):

@@ -18,9 +18,9 @@ from typing import Mapping
 
 import numpy as np
 
-from ..config import Dims
-from .ct2 import sinusoids
-from .layout import CheckpointError, ParamFiller, TensorSource, state_dict_by_table, torch_to_flax
+from jaxasr_interp.whisper.config import Dims
+from jaxasr_interp.weights.ct2 import sinusoids
+from jaxasr_interp.weights.layout import CheckpointError, ParamFiller, TensorSource, state_dict_by_table, torch_to_flax
 
 _BLOCK = {"attn_ln": "attn_ln", "mlp_ln": "mlp_ln", "mlp1": "mlp.0", "mlp2": "mlp.2"}
 _ATTN = ("query", "key", "value", "out")

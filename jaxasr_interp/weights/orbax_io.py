@@ -21,8 +21,8 @@ from typing import Mapping
 
 import numpy as np
 
-from ..config import Dims
-from .layout import CheckpointError, ParamFiller, TensorSource, iter_paths
+from jaxasr_interp.whisper.config import Dims
+from jaxasr_interp.weights.layout import CheckpointError, ParamFiller, TensorSource, iter_paths
 
 PARAMS_DIR = "params"
 DIMS_FILE = "dims.json"

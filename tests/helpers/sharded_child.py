@@ -10,10 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxasr_interp.api import encode_batch
-from jaxasr_interp.decoding import greedy_decode, logit_bias
-from jaxasr_interp.probes import planted_features, probe_sweep
-from jaxasr_interp.sharding import shard_leading
+from jaxasr_interp.whisper.api import encode_batch
+from jaxasr_interp.whisper.decoding import greedy_decode, logit_bias
+from jaxasr_interp.probes.sweep import planted_features, probe_sweep
+from jaxasr_interp.core.sharding import shard_leading
 from sweep_child import DIMS, random_params
 
 

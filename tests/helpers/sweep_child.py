@@ -11,10 +11,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxasr_interp.config import Dims
-from jaxasr_interp.model import encode, forward
-from jaxasr_interp.patching import head_sweep
-from jaxasr_interp.resumable import resumable_map
+from jaxasr_interp.whisper.config import Dims
+from jaxasr_interp.whisper.model import encode, forward
+from jaxasr_interp.patching.sweeps import head_sweep
+from jaxasr_interp.core.resumable import resumable_map
 from jaxasr_interp.weights.layout import param_shapes
 
 DIMS = Dims(n_mels=80, n_audio_ctx=23, n_audio_state=70, n_audio_head=5, n_audio_layer=3,

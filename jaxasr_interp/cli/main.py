@@ -1,0 +1,166 @@
+"""The ``jaxasr-interp`` command line.
+
+Every command prints a clear one-line ``error: ...`` and exits with status 2 on bad input
+(a missing or non-audio file, an unknown model, a corrupt checkpoint, an unwritable ``--out``),
+never a traceback; a bad argument is one ``error: ...`` line (argparse's usage is left to
+``--help``) and status 2 too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+# Bad input surfaces as one of these (file errors are OSErrors; an unknown site is a KeyError).
+USER_ERRORS = (ValueError, KeyError, OSError)
+
+
+def _transcribe(args) -> int:
+    from jaxasr_interp.whisper.api import load, transcribe
+    from jaxasr_interp.whisper.audio import sample_path, sample_transcripts
+
+    audio = args.audio
+    references = {}
+    if not audio:
+        references = sample_transcripts()
+        audio = [str(sample_path(name)) for name in references]
+        print(f"no AUDIO given: transcribing the {len(audio)} bundled public-domain samples",
+              file=sys.stderr)
+    for path in audio:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"audio file not found: {path}")
+    model = load(args.model)
+    texts = transcribe(model, audio, batch_size=args.batch_size, suppress=args.suppress,
+                       language=args.language, max_new_tokens=args.max_new_tokens,
+                       progress=not args.json)
+    if args.json:
+        print(json.dumps([{"audio": a, "text": t.strip()} for a, t in zip(audio, texts)], indent=2))
+    else:
+        for path, text in zip(audio, texts):
+            ref = references.get(Path(path).name)
+            print(f"{path}\t{text.strip()}" + (f"\n  reference:\t{ref}" if ref else ""))
+    return 0
+
+
+def _convert(args) -> int:
+    from jaxasr_interp.weights import load_weights
+    from jaxasr_interp.weights.hf import save_hf_dir
+    from jaxasr_interp.weights.orbax_io import save_params
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
+        raise FileExistsError(f"{out} exists and is not an empty directory; pass --overwrite to replace it")
+    loaded = load_weights(args.src)
+    if args.format == "orbax":
+        save_params(loaded.params, loaded.dims, out, tokenizer_file=loaded.tokenizer_file,
+                    overwrite=args.overwrite)
+    else:
+        save_hf_dir(loaded.params, loaded.dims, out)
+        if loaded.tokenizer_file:
+            (out / "tokenizer.json").write_bytes(Path(loaded.tokenizer_file).read_bytes())
+    print(f"wrote {args.format} checkpoint of {args.src} ({loaded.dims}) to {out}")
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (subparsers inherit the class)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def check_writable(path) -> None:
+    """Refuse an output path that cannot be written, before any (slow) work is done.
+
+    The path, or its nearest existing ancestor, must be a directory in which a file can be
+    created (probed for real: permission bits say nothing to root or on read-only mounts)."""
+    target = Path(path).absolute()
+    while not target.exists():
+        target = target.parent
+    if not target.is_dir():
+        if target == Path(path).absolute():
+            target = target.parent  # an existing file: the command decides what to do with it
+        else:
+            raise NotADirectoryError(f"cannot write to {path}: {target} is not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=target):
+            pass
+    except OSError as e:
+        raise PermissionError(f"cannot write to {path}: {target} is not writable "
+                              f"({e.strerror or type(e).__name__})") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="jaxasr-interp", description=(
+        "Mechanistic interpretability of Whisper in JAX. Models: tiny.en and base are bundled; "
+        "any local checkpoint (transformers dir, model.bin, OpenAI .pt, orbax dir) or cached hub id works."))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("transcribe", help="greedy transcription of audio files",
+                       description="Greedy transcription (plain argmax unless --suppress). "
+                                   "With no AUDIO, transcribes the bundled public-domain samples.")
+    p.add_argument("audio", nargs="*", metavar="AUDIO", help="audio files (wav, flac, ogg...)")
+    p.add_argument("--model", default="tiny.en", help="model name or path (default: tiny.en)")
+    p.add_argument("--batch-size", type=int, default=8, help="utterances per compiled batch")
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of text lines")
+    p.add_argument("--suppress", action="store_true",
+                   help="apply Whisper's usual token suppression (blank at start, non-speech symbols)")
+    p.add_argument("--language", default="en", help="language code for multilingual models")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="decoding length limit")
+    p.set_defaults(run=_transcribe)
+
+    p = sub.add_parser("convert", help="convert a checkpoint to orbax (default) or transformers format",
+                       description="Load any supported checkpoint and save it as an orbax "
+                                   "directory (fast to reload) or a transformers safetensors directory.")
+    p.add_argument("src", help="model name or path to convert")
+    p.add_argument("out", help="output directory")
+    p.add_argument("--format", choices=("orbax", "hf"), default="orbax")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(run=_convert)
+
+    # Analysis commands live in jaxasr_interp/commands/, one module per concern, each with a
+    # ``register(sub)``; experiments (``jaxasr-interp experiment NAME``) are gathered from the
+    # modules' ``register_experiments(exp_sub)``.
+    experiment = sub.add_parser("experiment", help="run one of the paper's experiments end to end")
+    exp_sub = experiment.add_subparsers(dest="experiment", required=True)
+    for module in _command_modules():
+        if hasattr(module, "register"):
+            module.register(sub)
+        if hasattr(module, "register_experiments"):
+            module.register_experiments(exp_sub)
+    return parser
+
+
+COMMAND_MODULES = ("lens", "probe", "patch", "report")
+
+
+def _command_modules():
+    import importlib
+    for name in COMMAND_MODULES:
+        try:
+            yield importlib.import_module(f"jaxasr_interp.cli.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__package__}.commands.{name}":
+                raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "batch_size", 1) < 1:
+        print("error: --batch-size must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        if getattr(args, "out", None) is not None:
+            check_writable(args.out)
+        return args.run(args)
+    except USER_ERRORS as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

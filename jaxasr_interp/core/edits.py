@@ -1,0 +1,144 @@
+"""Interventions as data: an edit is a static kind plus arrays, applied where a site is computed.
+
+    interpolate(ref, alpha, ...)   a <- (1 - alpha*mask) * a + alpha*mask * ref
+    zero(...)                      a <- (1 - alpha*mask) * a           (ablation; alpha = 1)
+    add(delta, alpha, ...)         a <- a + alpha*mask * delta         (steering)
+    replace(value, ...)            a <- (1 - mask) * a + mask * value
+
+Where an edit acts is data too: ``layers``, ``heads`` and ``positions`` take index lists or
+(traced) integer arrays, and ``mask`` takes an array that broadcasts over the site's axes with
+the layer axis first, aligned from the left (``[L]``, ``[L, T]``, ``[L, T, H]`` for a
+``[L, T, H, dh]`` site; see :func:`.sites.axes` for each site's axis order). So a sweep over
+layers, heads, positions or alphas is a ``jax.vmap`` over these arrays under one ``jit``, and
+``jax.grad`` with respect to ``alpha`` or ``delta`` is attribution patching.
+
+Edits are resolved against the site's shape just before the forward pass (``resolve``): every
+array then carries the full leading layer axis, which ``lax.scan`` slices layer by layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxasr_interp.whisper import sites
+
+KINDS = ("interpolate", "zero", "add", "replace")
+
+
+@functools.partial(jax.tree_util.register_dataclass,
+                   data_fields=["data", "alpha", "mask", "layers", "heads", "positions"],
+                   meta_fields=["kind"])
+@dataclasses.dataclass(frozen=True)
+class Edit:
+    kind: str
+    data: Any = None
+    alpha: Any = 1.0
+    mask: Any = None
+    layers: Any = None
+    heads: Any = None
+    positions: Any = None
+
+    def apply(self, value):
+        """Apply a resolved edit (``alpha`` already holds alpha * mask) to a site's value."""
+        w = jnp.asarray(self.alpha, value.dtype)
+        if self.kind == "zero":
+            return (1 - w) * value
+        data = jnp.asarray(self.data, value.dtype)
+        if self.kind == "add":
+            return value + w * data
+        return (1 - w) * value + w * data
+
+
+def interpolate(ref, alpha=1.0, *, layers=None, heads=None, positions=None, mask=None) -> Edit:
+    return Edit("interpolate", ref, alpha, mask, layers, heads, positions)
+
+
+def zero(*, layers=None, heads=None, positions=None, mask=None, alpha=1.0) -> Edit:
+    return Edit("zero", None, alpha, mask, layers, heads, positions)
+
+
+def add(delta, alpha=1.0, *, layers=None, heads=None, positions=None, mask=None) -> Edit:
+    return Edit("add", delta, alpha, mask, layers, heads, positions)
+
+
+def replace(value, *, layers=None, heads=None, positions=None, mask=None) -> Edit:
+    return Edit("replace", value, 1.0, mask, layers, heads, positions)
+
+
+def _one_hot(indices, size: int, axis: int, rank: int):
+    idx = jnp.atleast_1d(jnp.asarray(indices, jnp.int32))
+    hot = jnp.zeros((size,), jnp.float32).at[idx].set(1.0)
+    return hot.reshape((1,) * axis + (size,) + (1,) * (rank - axis - 1))
+
+
+def _left_aligned(array, rank: int, site: str, what: str, full: tuple):
+    array = jnp.asarray(array, jnp.float32 if what != "data" else None)
+    if array.ndim > rank:
+        raise ValueError(f"edit {what} for {site!r} has shape {array.shape}, more axes than the "
+                         f"site's {full}")
+    array = array.reshape(array.shape + (1,) * (rank - array.ndim))
+    try:
+        jnp.broadcast_shapes(array.shape, full)
+    except ValueError:
+        raise ValueError(f"edit {what} for {site!r} has shape {tuple(array.shape)}, which does not "
+                         f"broadcast to the site's shape {full}") from None
+    return array
+
+
+def resolve(edit: Edit, site: str, site_shape: tuple[int, ...], n_layers: int | None) -> Edit:
+    """Fold alpha, mask, layers, heads and positions into one weight array, check shapes, and
+    give every array the full leading layer axis of a block site."""
+    if not isinstance(edit, Edit):
+        raise TypeError(f"edit for {site!r} must be made with interpolate/zero/add/replace, got {type(edit).__name__}")
+    if edit.kind not in KINDS:
+        raise ValueError(f"unknown edit kind {edit.kind!r}; expected one of {KINDS}")
+    lead = () if n_layers is None else (n_layers,)
+    full = lead + tuple(site_shape)
+    rank = len(full)
+    roles = (("layer",) if lead else ()) + sites.axes(site)
+    w = _left_aligned(edit.alpha, rank, site, "alpha", full)
+    if edit.mask is not None:
+        w = w * _left_aligned(edit.mask, rank, site, "mask", full)
+    for what, role in (("layers", "layer"), ("heads", "head"), ("positions", "pos")):
+        indices = getattr(edit, what)
+        if indices is None:
+            continue
+        if role not in roles:
+            raise ValueError(f"site {site!r} has no {role} axis, so {what}= does not apply to it")
+        axis = roles.index(role)
+        w = w * _one_hot(indices, full[axis], axis, rank)
+    data = None
+    if edit.kind != "zero":
+        if edit.data is None:
+            raise ValueError(f"a {edit.kind} edit for {site!r} needs data")
+        data = _left_aligned(edit.data, rank, site, "data", full)
+    if lead:  # scan slices the leading axis of every leaf: give each the full layer axis
+        w = jnp.broadcast_to(w, lead + w.shape[1:])
+        data = None if data is None else jnp.broadcast_to(data, lead + data.shape[1:])
+    return Edit(edit.kind, data, w)
+
+
+def at_position(edit: Edit, site: str, offset, layered: bool) -> Edit:
+    """The slice of a resolved decoder edit for the single token at ``offset`` (KV-cache
+    decoding). Positions past the end of the edit's data are left unedited."""
+    roles = (("layer",) if layered else ()) + sites.axes(site)
+    if site.endswith(".pattern") and site != "decoder.cross_attn.pattern":
+        raise ValueError(f"{site!r} cannot be edited during cached decoding (its key axis grows); "
+                         "edit self_attn.z or self_attn_out instead")
+    if site in ("decoder.cross_attn.k", "decoder.cross_attn.v"):
+        return edit  # audio positions: not a token axis
+    axis = roles.index("pos")
+
+    def take(x, is_weight: bool):
+        if x is None or x.shape[axis] == 1:
+            return x
+        row = jax.lax.dynamic_slice_in_dim(x, jnp.minimum(offset, x.shape[axis] - 1), 1, axis)
+        # past the edit's last position the weight is 0: that token is left unedited
+        return row * (offset < x.shape[axis]) if is_weight else row
+
+    return Edit(edit.kind, take(edit.data, False), take(edit.alpha, True))

