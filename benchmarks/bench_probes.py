@@ -5,7 +5,7 @@ L2 strength ``l2`` = scikit-learn ``C = 1 / (l2 * n_train)``, stratified 5-fold,
 no shuffled control on either side):
 
 * ``tiny``: tiny.en's real features from an extraction (``--features DIR`` written by
-  ``jaxasr_interp.probes.sweep.features``; targets are columns of the dataset's labels table ``--data``),
+  ``jaxasr_interp.probes.features``; targets are columns of the dataset's labels table ``--data``),
   every encoder and decoder layer x the targets x 5 folds. scikit-learn runs every fit.
 * ``large``: large-v3 scale, synthetic features with a planted signal: 64 layers (32 encoder +
   32 decoder), d = 1280, n = 2000, 4 binary targets, 5 folds (1280 fits). scikit-learn is timed
@@ -80,7 +80,7 @@ def run_scale(name, features, labels, pairs, total_pairs) -> dict:
 
 def tiny_scale(features_dir, data_dir, targets):
     from jaxasr_interp.data import read_dataset
-    from jaxasr_interp.probes.sweep.features import load_features, probe_matrix
+    from jaxasr_interp.probes.features import load_features, probe_matrix
 
     feats = load_features(features_dir)
     table = read_dataset(data_dir)
@@ -103,7 +103,7 @@ def large_scale(sample, seed=0):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--features", help="tiny.en features directory (jaxasr_interp.probes.sweep.features)")
+    parser.add_argument("--features", help="tiny.en features directory (jaxasr_interp.probes.features)")
     parser.add_argument("--data", help="the dataset directory the features came from")
     parser.add_argument("--targets", default="", help="comma-separated label columns")
     parser.add_argument("--sample", type=int, default=8, help="(layer, target) pairs scikit-learn runs at large scale")

@@ -15,7 +15,7 @@ from jaxasr_interp.whisper.config import PRESETS, Dims, preset
 from jaxasr_interp.whisper.decoding import greedy_decode, init_cache
 from jaxasr_interp.core.edits import Edit, add, interpolate, replace, zero
 from jaxasr_interp.whisper.model import decode, encode, forward
-from jaxasr_interp.whisper.resume import decode_from, encode_from
+from jaxasr_interp.whisper.model import decode_from, encode_from
 from jaxasr_interp.patching.reference import reference_activations, white_noise
 from jaxasr_interp.whisper.sites import ALL_SITES
 from jaxasr_interp.whisper.tokenizer import WhisperTokenizer
@@ -38,8 +38,17 @@ __all__ = [
     "component_sweep", "decode", "decode_from", "decode_sweep", "encode", "encode_batch",
     "encode_from", "encoder_lens", "extract_features", "forward", "greedy_decode", "init_cache",
     "interpolate", "load", "load_audio", "load_features", "load_translators", "load_weights",
-    "log_mel", "logit_lens", "pad_or_trim", "pooled_rates", "preset", "probe_matrix",
+    "log_mel", "logit_lens", "nnx", "pad_or_trim", "pooled_rates", "preset", "probe_matrix",
     "probe_sweep", "qwen2_audio", "read_dataset", "reference_activations", "replace", "report",
     "sample_path", "sample_transcripts", "saturation_layer", "save_translators",
     "train_tuned_lens", "transcribe", "transcribe_ids", "white_noise", "write_dataset", "zero",
 ]
+
+
+def __getattr__(name: str):
+    # jai.nnx (the flax.nnx module view, jai.nnx.Whisper(model)) is imported on first use:
+    # flax.nnx costs ~0.65 s at import, which every command would otherwise pay
+    if name == "nnx":
+        import importlib
+        return importlib.import_module("jaxasr_interp.nnx")
+    raise AttributeError(f"module 'jaxasr_interp' has no attribute {name!r}")

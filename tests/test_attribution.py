@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxasr_interp.patching.sweeps.attribution import attribution_patching, rank_correlation, score, sweep_effect
+from jaxasr_interp.patching.attribution import attribution_patching, rank_correlation, score, sweep_effect
 from jaxasr_interp.patching.sweeps import FAMILIES, component_sweep, single_patch_edits
 from test_patching_sweeps import DIMS, N_TOKENS, SWEPT, make_setup, run
 

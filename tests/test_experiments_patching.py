@@ -9,8 +9,8 @@ from jaxasr_interp.cli.main import main
 from jaxasr_interp.whisper.config import Dims
 from jaxasr_interp.data.minimal_pairs import PAIRS, generate, read_user_list
 from jaxasr_interp.experiments.contextual_bias import classify, error_position
-from jaxasr_interp.experiments.repetition import SITE_HEAD, SITE_LAYER, _patch_weights, resolved
-from jaxasr_interp.patching.sweeps.decoding import behaviour, collapse_repeats, has_repetition
+from jaxasr_interp.experiments.repetition import SITE_HEAD, SITE_LAYER, pair_weights, patch_weights, resolved
+from jaxasr_interp.patching.decoding import behaviour, collapse_repeats, has_repetition
 
 LOOPS = [
     "I went to the store and then and then and then and then",
@@ -92,10 +92,10 @@ def test_user_lists_are_read_and_checked(tmp_path):
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from jaxasr_interp.whisper.api import _default_tokenizer_file
+    from jaxasr_interp.whisper.api import default_tokenizer_file
     from jaxasr_interp.whisper.config import preset
     from jaxasr_interp.whisper.tokenizer import WhisperTokenizer
-    return WhisperTokenizer.from_file(_default_tokenizer_file(preset("tiny.en")), multilingual=False)
+    return WhisperTokenizer.from_file(default_tokenizer_file(preset("tiny.en")), multilingual=False)
 
 
 def test_error_position_and_classification(tokenizer):
@@ -113,7 +113,7 @@ def test_repetition_patch_layout():
     dims = Dims(n_mels=80, n_audio_ctx=7, n_audio_state=6, n_audio_head=2, n_audio_layer=2, n_vocab=11,
                 n_text_ctx=5, n_text_state=6, n_text_head=3, n_text_layer=2)
     alphas = (0.5, 1.0)
-    w = _patch_weights(dims, alphas)
+    w = patch_weights(dims, alphas)
     wl, wh = np.asarray(w[SITE_LAYER]), np.asarray(w[SITE_HEAD])
     assert wl.shape == (4 + 12, 2, 1) and wh.shape == (4 + 12, 2, 1, 3)
     assert wl[:4, :, 0].tolist() == [[0.5, 0], [1, 0], [0, 0.5], [0, 1]] and not wh[:4].any()
@@ -121,6 +121,10 @@ def test_repetition_patch_layout():
     k = 4 + (1 * 3 + 2) * 2 + 1  # layer 1, head 2, alpha 1.0
     assert wh[k, 1, 0, 2] == 1.0 and wh[k].sum() == 1.0
     assert (wh[4:].reshape(12, -1).sum(1) == np.tile(alphas, 6)).all()
+    pair = pair_weights(dims, alphas, 1, (0, 2))  # layer 1 and head 2 of layer 0, together
+    assert np.asarray(pair[SITE_LAYER])[:, :, 0].tolist() == [[0, 0.5], [0, 1]]
+    assert np.asarray(pair[SITE_HEAD])[:, 0, 0].tolist() == [[0, 0, 0.5], [0, 0, 1]]
+    assert not np.asarray(pair[SITE_HEAD])[:, 1].any()
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from jaxasr_interp.whisper.api import Model, _default_tokenizer_file
+from jaxasr_interp.whisper.api import Model, default_tokenizer_file
 from jaxasr_interp.whisper.config import Dims
-from jaxasr_interp.probes.sweep.features import audio_positions, extract_features, load_features, pool_encoder, probe_matrix
+from jaxasr_interp.probes.features import audio_positions, extract_features, load_features, pool_encoder, probe_matrix
 from jaxasr_interp.whisper.model import decode, encode
 from jaxasr_interp.whisper.tokenizer import WhisperTokenizer
 from jaxasr_interp.weights.layout import param_shapes
@@ -30,7 +30,7 @@ def _random_params(dims, seed=0):
 
 @pytest.fixture(scope="module")
 def model():
-    tok = WhisperTokenizer.from_file(_default_tokenizer_file(DIMS), multilingual=False)
+    tok = WhisperTokenizer.from_file(default_tokenizer_file(DIMS), multilingual=False)
     return Model(_random_params(DIMS), DIMS, tok, "random-test-model")
 
 
@@ -92,5 +92,5 @@ def test_resumed_extraction_equals_uninterrupted(model, clips, tmp_path):
     for name in ("encoder", "decoder", "n_valid"):
         np.testing.assert_array_equal(getattr(resumed, name), getattr(whole, name))
     assert resumed.transcripts == whole.transcripts
-    with pytest.raises(ValueError, match="different feature extraction"):
+    with pytest.raises(ValueError, match="holds another feature extraction"):
         extract_features(model, clips[:3], part, chunk_size=2, progress=False)

@@ -193,11 +193,11 @@ def test_text_metrics_known_values():
 
 
 def test_plots_write_pngs(random_case, tmp_path):
-    from jaxasr_interp.whisper.api import _default_tokenizer_file
+    from jaxasr_interp.whisper.api import default_tokenizer_file
     from jaxasr_interp.lenses.encoder import EncoderLens
     from jaxasr_interp.plots.lens import figure_with_mel, plot_encoder_lens, plot_logit_lens, plot_saturation_histogram
     model, _, mels, tokens = random_case
-    tok = jai.WhisperTokenizer.from_file(_default_tokenizer_file(jai.preset("tiny.en")), multilingual=False)
+    tok = jai.WhisperTokenizer.from_file(default_tokenizer_file(jai.preset("tiny.en")), multilingual=False)
     lens = logit_lens(model, mels, tokens)
     plot_logit_lens(lens, tok, index=1, path=tmp_path / "ll.png")
     plot_saturation_histogram([lens.saturation, lens.saturation[:1]], DIMS.n_text_layer,

@@ -15,7 +15,7 @@ import pytest
 from jaxasr_interp.core.edits import interpolate
 from jaxasr_interp.whisper.model import forward
 from jaxasr_interp.patching.sweeps import FAMILIES, component_sweep, family_of, readout, reference_for, single_patch_edits
-from jaxasr_interp.patching.sweeps.decoding import decode_sweep
+from jaxasr_interp.patching.decoding import decode_sweep
 from test_model_parity import CONFIGS
 from torch_ref import params_of, random_torch_model
 

@@ -24,7 +24,7 @@ DIMS = Dims(n_mels=80, n_audio_ctx=23, n_audio_state=70, n_audio_head=5, n_audio
 def case():
     torch_model = random_torch_model(DIMS, seed=5)
     params = jax.tree_util.tree_map(jnp.asarray, params_of(torch_model, DIMS))
-    params["decoder"]["token_embedding"] = params["decoder"]["token_embedding"] * 12.0  # peaked outputs
+    params["decoder"]["token_embedding"]["embedding"] = params["decoder"]["token_embedding"]["embedding"] * 12.0  # peaked outputs
     rng = np.random.default_rng(1)
     mels = rng.standard_normal((4, DIMS.n_mels, DIMS.n_samples_frames)).astype(np.float32)
     seqs = [rng.integers(0, DIMS.n_vocab, n).tolist() for n in (11, 9, 11, 10)]

@@ -72,7 +72,7 @@ def test_bundled_tiny_en(tiny):
     assert tiny.tokenizer_file.is_file()
     assert tiny.source == "tiny.en"
     # The stored encoder positions are openai's sinusoids (stored in float16).
-    np.testing.assert_allclose(tiny.params["encoder"]["positional_embedding"], ct2.sinusoids(1500, 384), atol=1e-3)
+    np.testing.assert_allclose(tiny.params["encoder"]["positional_embedding"]["embedding"], ct2.sinusoids(1500, 384), atol=1e-3)
 
 
 def test_bundled_base():
@@ -111,7 +111,7 @@ def test_ct2_tiny_matches_transformers(tiny, tmp_path):
     assert np.array_equal(sd["model.decoder.layers.1.encoder_attn.v_proj.bias"],
                           p["decoder"]["blocks"]["cross_attn"]["value"]["bias"][1])
     assert np.array_equal(sd["model.encoder.conv1.weight"], p["encoder"]["conv1"]["kernel"].transpose(2, 1, 0))
-    assert np.array_equal(sd["proj_out.weight"], p["decoder"]["token_embedding"])
+    assert np.array_equal(sd["proj_out.weight"], p["decoder"]["token_embedding"]["embedding"])
     assert "model.encoder.layers.0.self_attn.k_proj.bias" not in sd
 
 
@@ -175,7 +175,7 @@ def test_ct2_missing_encoder_positions_are_sinusoids(small, small_ct2_vars, tmp_
     del variables["encoder/position_encodings/encodings"]
     params, dims = ct2.load_ct2(write_small(tmp_path, variables, aliases))
     assert dims.n_audio_ctx == ct2.WHISPER_N_AUDIO_CTX
-    assert np.array_equal(params["encoder"]["positional_embedding"], ct2.sinusoids(1500, SMALL.n_audio_state))
+    assert np.array_equal(params["encoder"]["positional_embedding"]["embedding"], ct2.sinusoids(1500, SMALL.n_audio_state))
 
 
 def test_ct2_heads_without_num_heads(small_ct2_vars, tmp_path):
@@ -258,7 +258,7 @@ def test_ct2_extra_missing_misshaped(small_ct2_vars, tmp_path):
         load_with({"decoder/projection/weight": emb + 1}, new_aliases={})
     # A tied one stored as a copy is accepted.
     params, _ = load_with({"decoder/projection/weight": emb.copy()}, new_aliases={})
-    assert np.array_equal(params["decoder"]["token_embedding"], emb)
+    assert np.array_equal(params["decoder"]["token_embedding"]["embedding"], emb)
 
 
 @pytest.mark.parametrize("name, rows", [("encoder/layer_1/self_attention/linear_0/bias", slice(12, 24)),
@@ -370,7 +370,7 @@ def test_openai_pt_names_and_refusals(small, tmp_path):
     no_pos = {k: v for k, v in sd.items() if k != "encoder.positional_embedding"}
     torch.save({"dims": dims, "model_state_dict": no_pos}, str(tmp_path / "nopos.pt"))
     params, _ = load_openai_pt(tmp_path / "nopos.pt")
-    assert np.array_equal(params["encoder"]["positional_embedding"], ct2.sinusoids(13, 12))
+    assert np.array_equal(params["encoder"]["positional_embedding"]["embedding"], ct2.sinusoids(13, 12))
 
     extra = dict(sd, **{"decoder.blocks.0.attn.key.bias": torch.zeros(12)})
     torch.save({"dims": dims, "model_state_dict": extra}, str(tmp_path / "extra.pt"))

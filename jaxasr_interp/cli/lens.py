@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 
 
-def _check_audio(paths):
+def check_audio(paths):
     for path in paths:
         if not Path(path).is_file():
             raise FileNotFoundError(f"audio file not found: {path}")
 
 
-def _out_dir(path) -> Path:
+def out_dir(path) -> Path:
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} exists and is not a directory")
@@ -42,26 +42,25 @@ def _logit_lens(args) -> int:
     from jaxasr_interp.whisper.audio import load_audio, log_mel
     from jaxasr_interp.lenses.logit import logit_lens
     from jaxasr_interp.plots.lens import plot_logit_lens, plot_saturation_histogram
+    from jaxasr_interp.whisper.tokenizer import teacher_tokens
 
-    _check_audio(args.audio)
+    check_audio(args.audio)
     if args.text is not None and len(args.audio) != 1:
         raise ValueError("--text needs exactly one AUDIO file")
-    out = _out_dir(args.out)
+    out = out_dir(args.out)
     model = load(args.model)
     tok = model.tokenizer
     ids = ([tok.encode(" " + args.text.strip())] if args.text is not None else
            transcribe_ids(model, args.audio, batch_size=args.batch_size, progress=True))
     prompt = tok.prompt()
     seqs = [prompt + i for i in ids]
-    # padded with end-of-text to one length: positions are causal, so padding changes nothing
-    # before it, and every batch reuses one compiled program
-    width = max(map(len, seqs))
+    width = max(map(len, seqs))  # one length for every batch: one compiled program
     rows, records, saturations = [], [], []
     for start in tqdm(range(0, len(seqs), args.batch_size), desc="logit lens", unit="batch"):
         chunk = list(range(start, min(start + args.batch_size, len(seqs))))
         full = chunk + [chunk[-1]] * (min(args.batch_size, len(seqs)) - len(chunk))
         mels = jnp.stack([log_mel(load_audio(args.audio[i]), n_mels=model.dims.n_mels) for i in full])
-        tokens = jnp.asarray([seqs[i] + [tok.eot] * (width - len(seqs[i])) for i in full], jnp.int32)
+        tokens = jnp.asarray([teacher_tokens(prompt, ids[i], tok.eot, width) for i in full], jnp.int32)
         lens = logit_lens(model, mels, tokens, k=args.top_k)
         for j, i in enumerate(chunk):
             n = len(seqs[i])
@@ -134,13 +133,13 @@ def read_references(path, audio) -> list[str]:
 
 def _encoder_lens(args) -> int:
     from jaxasr_interp.whisper.api import load
-    from jaxasr_interp.whisper.audio import load_audio, log_mel
+    from jaxasr_interp.whisper.audio import SAMPLE_RATE, load_audio, log_mel
     from jaxasr_interp.lenses.encoder import encoder_lens, pooled_rates
     from jaxasr_interp.plots.lens import plot_encoder_lens
 
-    _check_audio(args.audio)
+    check_audio(args.audio)
     refs = read_references(args.ref_text, args.audio) if args.ref_text else None
-    out = _out_dir(args.out)
+    out = out_dir(args.out)
     model = load(args.model)
     lenses = encoder_lens(model, list(args.audio), refs, ln_post=not args.no_ln_post,
                           max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
@@ -149,7 +148,7 @@ def _encoder_lens(args) -> int:
     mel, seconds = None, None
     if len(args.audio) == 1:
         audio = load_audio(args.audio[0])
-        mel, seconds = log_mel(audio, n_mels=model.dims.n_mels), len(audio) / 16000
+        mel, seconds = log_mel(audio, n_mels=model.dims.n_mels), len(audio) / SAMPLE_RATE
     plot_encoder_lens(lenses, path=out / "encoder_lens.png", mel=mel, seconds=seconds,
                       title=f"encoder lens, {args.model}" + (", no ln_post" if args.no_ln_post else ""))
     fields = ("wer", "cer", "max_repeat", "compression_ratio", "hit_limit")

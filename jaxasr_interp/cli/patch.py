@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxasr_interp.cli.lens import _check_audio, _out_dir
+from jaxasr_interp.cli.lens import check_audio, out_dir
 
 
 def _floats(text: str) -> tuple:
@@ -37,10 +37,11 @@ def _sweep_file(model, audio_path, family, alphas, mode, reference, width):
     from jaxasr_interp.whisper.audio import load_audio, log_mel
     from jaxasr_interp.patching.sweeps import FAMILIES, component_sweep
     from jaxasr_interp.patching.reference import reference_activations
+    from jaxasr_interp.whisper.tokenizer import teacher_tokens
     tok = model.tokenizer
     ids = transcribe_ids(model, [audio_path], batch_size=1, max_new_tokens=width - len(tok.prompt()) - 1)[0]
     n_real = len(tok.prompt()) + len(ids) + 1
-    tokens = jnp.asarray((tok.prompt() + ids + [tok.eot] * width)[:width], jnp.int32)
+    tokens = jnp.asarray(teacher_tokens(tok.prompt(), ids, tok.eot, width), jnp.int32)
     ref = None if mode == "zero" else reference_activations(model, tokens, [FAMILIES[family]], reference)[FAMILIES[family]]
     mel = log_mel(load_audio(audio_path), n_mels=model.dims.n_mels)
     patched, clean = component_sweep(model.params, mel, tokens, ref, jnp.asarray(alphas), dims=model.dims,
@@ -57,21 +58,17 @@ def _decode_rows(model, audio_path, family, tokens, ref, alpha, mode):
 
     from jaxasr_interp.whisper.api import encode_batch
     from jaxasr_interp.whisper.audio import load_audio, log_mel
-    from jaxasr_interp.patching.sweeps import FAMILIES, local_masks
-    from jaxasr_interp.patching.decoding import behaviour, decode_sweep, ids_to_text
-    site, dims, tok = FAMILIES[family], model.dims, model.tokenizer
-    local = local_masks(family, dims)
-    n_l, n_p = dims.n_text_layer, local.shape[0]
-    weights = jnp.zeros((n_l, n_p, n_l) + local.shape[1:])
-    for layer in range(n_l):  # patch (layer, p) touches only its own layer
-        weights = weights.at[layer, :, layer].set(local)
-    weights = alpha * weights.reshape((n_l * n_p, n_l) + local.shape[1:])
+    from jaxasr_interp.patching.sweeps import is_head_family
+    from jaxasr_interp.patching.decoding import behaviour, family_decode_sweep, ids_to_text
+    dims, tok = model.dims, model.tokenizer
     feats = encode_batch(model.params, log_mel(load_audio(audio_path), n_mels=dims.n_mels)[None], dims=dims)[0]
-    ids = decode_sweep(model.params, feats, jnp.asarray(tok.prompt(), jnp.int32), tok.eot, {site: ref} if ref is not None else {},
-                       {site: weights}, dims=dims, max_new_tokens=tokens.shape[0] - len(tok.prompt()) - 1, mode=mode)
+    ids, index = family_decode_sweep(model.params, feats, jnp.asarray(tok.prompt(), jnp.int32), tok.eot, ref,
+                                     family=family, alphas=[alpha], dims=dims, mode=mode,
+                                     max_new_tokens=tokens.shape[0] - len(tok.prompt()) - 1)
     clean = tok.decode(list(np.asarray(tokens[len(tok.prompt()):])))
-    return [dict(layer=k // n_p, head=(k % n_p) if n_p > 1 else None, alpha=alpha,
-                 **behaviour(ids_to_text(tok, row), reference=clean)) for k, row in enumerate(np.asarray(ids))]
+    heads = is_head_family(family)
+    return [dict(layer=int(layer), head=int(head) if heads else None, alpha=alpha,
+                 **behaviour(ids_to_text(tok, row), reference=clean)) for (layer, head, _), row in zip(index, ids)]
 
 
 def _patch(args) -> int:
@@ -80,13 +77,13 @@ def _patch(args) -> int:
     from jaxasr_interp.whisper.api import load
     from jaxasr_interp.patching.sweeps import MODES, family_of, is_head_family
     from jaxasr_interp.plots.patching import plot_alpha_curves, plot_head_heatmap
-    _check_audio(args.audio)
+    check_audio(args.audio)
     if args.reference is not None and not Path(args.reference).is_file():
         raise FileNotFoundError(f"reference audio not found: {args.reference}")
     family, alphas = family_of(args.site), _floats(args.alphas)
     if args.mode not in MODES:
         raise ValueError(f"--mode must be one of {MODES}")
-    out = _out_dir(args.out)
+    out = out_dir(args.out)
     model = load(args.model)
     records, rows = [], []
     for path in args.audio:
@@ -145,7 +142,7 @@ def _repetition(args) -> int:
     from jaxasr_interp.experiments import repetition as R
     if args.max_items < 1:
         raise ValueError("--max-items must be at least 1")
-    out = _out_dir(args.out)
+    out = out_dir(args.out)
     result = R.run(load(args.model), alphas=_floats(args.alphas), max_items=args.max_items,
                    max_new_tokens=args.max_new_tokens, reference=args.reference, seed=args.seed)
     summary = R.write_report(result, out)
@@ -158,7 +155,7 @@ def _contextual(args) -> int:
     from jaxasr_interp.data.minimal_pairs import read_user_list
     from jaxasr_interp.experiments import contextual_bias as C
     from jaxasr_interp.patching.sweeps import family_of
-    out = _out_dir(args.out)
+    out = out_dir(args.out)
     stimuli = read_user_list(args.sentences) if args.sentences else None
     families = tuple(family_of(f) for f in args.families.split(","))
     result = C.run(load(args.model), out, stimuli=stimuli, families=families, alphas=_floats(args.alphas),

@@ -25,7 +25,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxasr_interp.whisper import sites
+from jaxasr_interp.core import sites
 
 KINDS = ("interpolate", "zero", "add", "replace")
 
@@ -123,22 +123,49 @@ def resolve(edit: Edit, site: str, site_shape: tuple[int, ...], n_layers: int | 
     return Edit(edit.kind, data, w)
 
 
-def at_position(edit: Edit, site: str, offset, layered: bool) -> Edit:
-    """The slice of a resolved decoder edit for the single token at ``offset`` (KV-cache
-    decoding). Positions past the end of the edit's data are left unedited."""
-    roles = (("layer",) if layered else ()) + sites.axes(site)
-    if site.endswith(".pattern") and site != "decoder.cross_attn.pattern":
-        raise ValueError(f"{site!r} cannot be edited during cached decoding (its key axis grows); "
-                         "edit self_attn.z or self_attn_out instead")
-    if site in ("decoder.cross_attn.k", "decoder.cross_attn.v"):
-        return edit  # audio positions: not a token axis
-    axis = roles.index("pos")
+def resolve_positions(family, edits, dims, default_len: int) -> dict:
+    """Resolve the edits of a decoder's token sites for cached decoding, each against as many
+    positions as its own data or mask has (``default_len`` when neither has a position axis).
 
-    def take(x, is_weight: bool):
-        if x is None or x.shape[axis] == 1:
-            return x
-        row = jax.lax.dynamic_slice_in_dim(x, jnp.minimum(offset, x.shape[axis] - 1), 1, axis)
-        # past the edit's last position the weight is 0: that token is left unedited
-        return row * (offset < x.shape[axis]) if is_weight else row
+    Encoder sites and audio-position sites (cross-attention k/v: applied once, where the
+    cache is filled) are left out. A site whose key axis grows with the tokens (a
+    self-attention pattern) cannot be edited step by step and is refused.
+    """
+    out = {}
+    for name, edit in (edits or {}).items():
+        if family.stack_of(name) != "decoder" or name in family.audio_sites:
+            continue
+        if family.shape(name, dims, 1)[-1] != family.shape(name, dims, 2)[-1]:
+            raise ValueError(f"{name!r} cannot be edited during cached decoding (its key axis grows); "
+                             "edit the heads' z or the attention output instead")
+        axis = family.position_axis(name, dims)
+        lengths = [jnp.shape(x)[axis] for x in (edit.data, edit.mask)
+                   if x is not None and jnp.ndim(x) > axis and jnp.shape(x)[axis] > 1]
+        n = max(lengths, default=default_len)
+        out[name] = resolve(edit, name, family.shape(name, dims, n), family.n_layers(name, dims))
+    return out
 
-    return Edit(edit.kind, take(edit.data, False), take(edit.alpha, True))
+
+def slice_positions(family, edits: dict, dims, start, length: int) -> dict:
+    """The edits of :func:`resolve_positions` for the tokens ``start .. start + length - 1``
+    (``start`` may be traced). An edit whose data or weight has ``n > 1`` positions acts on
+    tokens ``0..n-1`` and leaves later tokens unedited (weight 0); one without a position axis
+    (length 1) acts on every token."""
+    out = {}
+    for name, edit in edits.items():
+        axis = family.position_axis(name, dims)
+        arrays = [x for x in (edit.data, edit.alpha) if x is not None]
+        n = max(x.shape[axis] for x in arrays)
+        if n == 1:
+            out[name] = edit
+            continue
+        idx = start + jnp.arange(length)
+
+        def rows(x):
+            if x is None or x.shape[axis] == 1:
+                return x
+            return jnp.take(x, jnp.minimum(idx, n - 1), axis=axis)
+
+        valid = (idx < n).reshape((1,) * axis + (length,) + (1,) * (edit.alpha.ndim - axis - 1))
+        out[name] = Edit(edit.kind, rows(edit.data), rows(edit.alpha) * valid)
+    return out

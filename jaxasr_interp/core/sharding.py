@@ -45,10 +45,3 @@ def shard_leading(tree, mesh: Mesh | None = None):
         return jax.device_put(x, NamedSharding(mesh, PartitionSpec(AXIS)))
     return jax.tree_util.tree_map(place, tree)
 
-
-def replicate(tree, mesh: Mesh | None = None):
-    """Place every leaf whole on every device of the mesh (parameters of a sharded sweep)."""
-    mesh = mesh or batch_mesh()
-    if mesh.size == 1:
-        return tree
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))

@@ -29,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxasr_interp.whisper.audio import SAMPLE_RATE  # noqa: F401  (the format's rate, re-exported)
+
 FORMAT = "jaxasr-interp dataset v1"
-SAMPLE_RATE = 16000
 
 
 @dataclasses.dataclass(frozen=True)

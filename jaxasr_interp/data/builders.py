@@ -18,13 +18,15 @@ hallucination set, whose classes come from the model's errors.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 from jaxasr_interp.data import synth
+from jaxasr_interp.patching.reference import white_noise
+from jaxasr_interp.whisper.audio import SAMPLE_RATE
+from jaxasr_interp.whisper.text_metrics import normalize
 
 GENDER_VARIANTS = {"male": [f"m{i}" for i in range(1, 9)], "female": [f"f{i}" for i in range(1, 6)]}
 ACCENTS = {"us": "en-us", "gb-rp": "en-gb-x-rp", "scottish": "en-gb-scotland", "caribbean": "en-029"}
@@ -39,7 +41,7 @@ def _espeak_version() -> str:
 
 def _save(root: Path, i: int, audio: np.ndarray) -> str:
     rel = f"audio/{i:05d}.wav"
-    sf.write(root / rel, audio, synth.SR, subtype="PCM_16")
+    sf.write(root / rel, audio, SAMPLE_RATE, subtype="PCM_16")
     return rel
 
 
@@ -51,6 +53,13 @@ def _prepare(out, n: int) -> Path:
         raise FileExistsError(f"{root} already holds a dataset; choose another directory")
     (root / "audio").mkdir(parents=True, exist_ok=True)
     return root
+
+
+def _noise(kind: str, rng, seconds: float) -> np.ndarray:
+    """White or pink noise of ``int(16000 * seconds)`` samples from the builder's generator."""
+    if kind == "white":
+        return white_noise(rng=rng, n_samples=int(SAMPLE_RATE * seconds))
+    return synth.pink_noise(rng, seconds)
 
 
 def _speak(rng, voice: str, text: str, version: str, speed=(140, 190)):
@@ -117,7 +126,7 @@ def build_noise(out, n_per_class: int = 40, *, snrs=(0.0, 5.0, 10.0), seed: int 
         snr, kind = "", ""
         if i % 2:
             snr, kind = float(rng.choice(snrs)), str(rng.choice(["white", "pink"]))
-            noise = getattr(synth, f"{kind}_noise")(rng, audio.size / synth.SR)
+            noise = _noise(kind, rng, audio.size / SAMPLE_RATE)
             audio, source = synth.mix_at_snr(audio, noise, snr), f"{source} + {kind} noise at {snr:g} dB SNR"
         items.append(dict(path=_save(root, i, audio), transcript=text, source=source,
                           noisy="noisy" if i % 2 else "clean", snr_db=snr, **voice))
@@ -145,7 +154,7 @@ def build_speech(out, n_per_class: int = 40, *, seed: int = 0) -> dict:
             seconds = float(rng.uniform(1.5, 5.0))
             if kind == "noise":
                 kind_noise = str(rng.choice(["white", "pink"]))
-                audio, source = getattr(synth, f"{kind_noise}_noise")(rng, seconds), f"{kind_noise} noise"
+                audio, source = _noise(kind_noise, rng, seconds), f"{kind_noise} noise"
             else:
                 audio, source = getattr(synth, kind)(rng, seconds), kind
         items.append(dict(path=_save(root, i, audio), transcript=text, source=source,
@@ -154,11 +163,6 @@ def build_speech(out, n_per_class: int = 40, *, seed: int = 0) -> dict:
                          classes={"speech": ["speech", "non-speech"]},
                          label_source="constructed: synthesized speech vs generated noise, tones and silence",
                          params=dict(n_per_class=n_per_class))
-
-
-def normalize_text(text: str) -> str:
-    """Lower case, punctuation dropped, spaces collapsed (for WER)."""
-    return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split())
 
 
 def build_hallucination(out, model, pool: int = 120, k: int = 30, *, seed: int = 0,
@@ -175,11 +179,11 @@ def build_hallucination(out, model, pool: int = 120, k: int = 30, *, seed: int =
         audio, source = _any_speech(rng, text, version, speed=(150, 320))
         if rng.random() < 0.6:  # noise on most items so that the model errs on some
             snr = float(rng.uniform(-8.0, 10.0))
-            audio, source = synth.mix_at_snr(audio, synth.pink_noise(rng, audio.size / synth.SR), snr), f"{source} + pink noise at {snr:.1f} dB"
+            audio, source = synth.mix_at_snr(audio, synth.pink_noise(rng, audio.size / SAMPLE_RATE), snr), f"{source} + pink noise at {snr:.1f} dB"
         audios.append(audio)
         sources.append(source)
     hyps = transcribe(model, audios, batch_size=batch_size, progress=True)
-    wer = np.asarray([jiwer.wer(normalize_text(t), normalize_text(h) or "<empty>") for t, h in zip(texts, hyps)])
+    wer = np.asarray([jiwer.wer(normalize(t, "plain"), normalize(h, "plain") or "<empty>") for t, h in zip(texts, hyps)])
     zero = np.flatnonzero(wer == 0)
     worst = np.argsort(-wer, kind="stable")[:k]
     if len(zero) < 2 or wer[worst].min() == 0:

@@ -1,4 +1,6 @@
-"""Sound sources for the builders: espeak-ng and piper speech, sentences, noise, tones, silence.
+"""Sound sources for the builders: espeak-ng and piper speech, sentences, pink noise, tones,
+silence (white noise is :func:`jaxasr_interp.patching.reference.white_noise`, given the
+builder's generator).
 
 Every function is deterministic: randomness comes from a ``numpy.random.Generator`` passed
 in. Audio is float32 mono at 16 kHz. espeak-ng is a system program (Debian package
@@ -14,9 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxasr_interp.whisper.audio import load_audio
-
-SR = 16000
+from jaxasr_interp.whisper.audio import SAMPLE_RATE, load_audio
 
 # A small closed vocabulary: sentences are random but plain English an ASR model can spell.
 _SUBJECTS = ["the old man", "my sister", "a young doctor", "the teacher", "our neighbour",
@@ -85,13 +85,9 @@ def piper_speech(voice, text: str) -> np.ndarray:
         return load_audio(path)
 
 
-def white_noise(rng, seconds: float) -> np.ndarray:
-    return (0.1 * rng.standard_normal(int(SR * seconds))).astype(np.float32)
-
-
 def pink_noise(rng, seconds: float) -> np.ndarray:
     """1/f noise: white noise shaped in the frequency domain, scaled to 0.1 RMS."""
-    n = int(SR * seconds)
+    n = int(SAMPLE_RATE * seconds)
     spectrum = np.fft.rfft(rng.standard_normal(n))
     spectrum /= np.sqrt(np.maximum(np.arange(spectrum.size), 1.0))
     x = np.fft.irfft(spectrum, n)
@@ -100,10 +96,10 @@ def pink_noise(rng, seconds: float) -> np.ndarray:
 
 def tones(rng, seconds: float) -> np.ndarray:
     """Music-like: a sequence of notes, each a chord of two to three harmonic sine tones."""
-    n, out, start = int(SR * seconds), np.zeros(int(SR * seconds), np.float32), 0
+    n, out, start = int(SAMPLE_RATE * seconds), np.zeros(int(SAMPLE_RATE * seconds), np.float32), 0
     while start < n:
-        length = min(int(SR * rng.uniform(0.15, 0.5)), n - start)
-        t = np.arange(length) / SR
+        length = min(int(SAMPLE_RATE * rng.uniform(0.15, 0.5)), n - start)
+        t = np.arange(length) / SAMPLE_RATE
         base = 110.0 * 2 ** (rng.integers(0, 36) / 12)  # a note of the equal-tempered scale
         note = sum(np.sin(2 * np.pi * base * r * t) / r for r in (1, 1.5, 2)[: rng.integers(2, 4)])
         envelope = np.minimum(1.0, np.minimum(t, t[::-1]) * 50)  # 20 ms fades: no clicks
@@ -114,7 +110,7 @@ def tones(rng, seconds: float) -> np.ndarray:
 
 def silence(rng, seconds: float) -> np.ndarray:
     """Near silence: dither at -90 dBFS (exact zeros are a degenerate spectrum)."""
-    return (3e-5 * rng.standard_normal(int(SR * seconds))).astype(np.float32)
+    return (3e-5 * rng.standard_normal(int(SAMPLE_RATE * seconds))).astype(np.float32)
 
 
 def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:

@@ -26,7 +26,10 @@ import numpy as np
 from tqdm import tqdm
 
 from jaxasr_interp.patching.sweeps import FAMILIES, component_sweep, is_head_family, single_patch_edits
-from jaxasr_interp.patching.decoding import ids_to_text, words
+from jaxasr_interp.patching.decoding import ids_to_text
+from jaxasr_interp.whisper.audio import SAMPLE_RATE
+from jaxasr_interp.whisper.text_metrics import words
+from jaxasr_interp.whisper.tokenizer import teacher_tokens
 
 ENCODER_FAMILIES = ("encoder.block", "encoder.attn", "encoder.mlp", "encoder.head")
 DECODER_FAMILIES = ("decoder.block", "decoder.self_attn", "decoder.cross_attn", "decoder.mlp")
@@ -46,7 +49,7 @@ def synthesize(stimuli, out_dir, *, voice: str = "en-us", speed: int = 150) -> l
     for i, s in enumerate(tqdm(stimuli, desc="espeak-ng", unit="sentence")):
         path = audio_dir / f"{i:04d}_{s.spoken}.wav"
         if not path.is_file():
-            sf.write(path, synth.espeak(s.sentence, voice, speed=speed), synth.SR, subtype="PCM_16")
+            sf.write(path, synth.espeak(s.sentence, voice, speed=speed), SAMPLE_RATE, subtype="PCM_16")
         out.append(load_audio(path))
     return out
 
@@ -100,12 +103,11 @@ def run(model, out_dir, *, stimuli=None, families=ENCODER_FAMILIES + DECODER_FAM
         head_alphas=(1.0,), max_items: int = 12, max_new_tokens: int = 40, reference=None,
         voice: str = "en-us", speed: int = 150, chunk: int = 8, attribution: bool = True) -> dict:
     from jaxasr_interp.whisper.api import transcribe_ids
-    from jaxasr_interp.patching.attribution import attribution_patching, rank_correlation
+    from jaxasr_interp.patching.attribution import attribution_patching
     from jaxasr_interp.whisper.audio import load_audio, log_mel
     from jaxasr_interp.data.minimal_pairs import generate
     from jaxasr_interp.whisper.model import decode, encode
     from jaxasr_interp.patching.reference import white_noise
-
     stimuli = generate() if stimuli is None else stimuli
     dims, tok = model.dims, model.tokenizer
     audios = synthesize(stimuli, out_dir, voice=voice, speed=speed)
@@ -124,7 +126,7 @@ def run(model, out_dir, *, stimuli=None, families=ENCODER_FAMILIES + DECODER_FAM
     flips = {f: [] for f in families}
     effects, grads = {f: [] for f in families}, {f: [] for f in families}
     for i, row, p, spoken in tqdm(items, desc="contextual-bias sweeps", unit="error"):
-        tokens = jnp.asarray((prompt + list(row) + [tok.eot] * width)[:width], jnp.int32)
+        tokens = jnp.asarray(teacher_tokens(prompt, row, tok.eot, width), jnp.int32)
         pos = len(prompt) + p - 1  # the position whose next token is the error
         _, dec_acts = decode(model.params, tokens, noise_features, dims=dims,
                              capture=[FAMILIES[f] for f in families if f.startswith("decoder")])
@@ -145,15 +147,21 @@ def run(model, out_dir, *, stimuli=None, families=ENCODER_FAMILIES + DECODER_FAM
                   alphas=alphas, flip_rate=rate, voice=voice, speed=speed,
                   errors=[dict(sentence=stimuli[i].sentence, transcript=ids_to_text(tok, row)) for i, row, _, _ in items])
     if attribution:
-        full = {f: alphas[f].index(1.0) for f in families if 1.0 in alphas[f]}
-        result["rank_correlation"] = {f: rank_correlation(np.stack(grads[f]), np.stack(effects[f])[..., a])
-                                      for f, a in full.items()}
-        result["rank_correlation_all"] = rank_correlation(
-            np.concatenate([np.ravel(grads[f]) for f in full]),
-            np.concatenate([np.ravel(np.stack(effects[f])[..., a]) for f, a in full.items()]))
+        result.update(_rank_correlations(grads, effects, alphas))
     result["behaviour"] = _behaviour(model, stimuli, audios, items, rate, alphas, noise_acts, noise_features,
                                      width, max_new_tokens)
     return result
+
+
+def _rank_correlations(grads: dict, effects: dict, alphas: dict) -> dict:
+    """Attribution estimates vs the real alpha = 1 sweep: per family and over all of them."""
+    from jaxasr_interp.patching.attribution import rank_correlation
+    full = {f: alphas[f].index(1.0) for f in grads if 1.0 in alphas[f]}
+    return dict(rank_correlation={f: rank_correlation(np.stack(grads[f]), np.stack(effects[f])[..., a])
+                                  for f, a in full.items()},
+                rank_correlation_all=rank_correlation(
+                    np.concatenate([np.ravel(grads[f]) for f in full]),
+                    np.concatenate([np.ravel(np.stack(effects[f])[..., a]) for f, a in full.items()])))
 
 
 def _best(rate: dict, alphas: dict, stack: str):
@@ -181,7 +189,7 @@ def _behaviour(model, stimuli, audios, items, rate, alphas, noise_acts, noise_fe
             if stack == "encoder":
                 ref = noise_acts[FAMILIES[best["family"]]]
             else:
-                tokens = jnp.asarray((prompt + list(row) + [tok.eot] * width)[:width], jnp.int32)
+                tokens = jnp.asarray(teacher_tokens(prompt, row, tok.eot, width), jnp.int32)
                 ref = decode(model.params, tokens, noise_features, dims=dims, capture=[FAMILIES[best["family"]]])[1][
                     FAMILIES[best["family"]]]
             edits = single_patch_edits(best["family"], ref, best["layer"], best["alpha"], dims=dims, head=best["head"])

@@ -30,10 +30,16 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from jaxasr_interp.core.grid import join_sites
 from jaxasr_interp.patching.decoding import collapse_repeats, decode_sweep, has_repetition, ids_to_text, word_error_rate
+from jaxasr_interp.patching.reference import white_noise
+from jaxasr_interp.patching.sweeps import family_grid
+from jaxasr_interp.whisper.audio import SAMPLE_RATE
+from jaxasr_interp.whisper.tokenizer import teacher_tokens
 
 ALPHAS = (0.25, 0.5, 0.75, 1.0)
-SITE_LAYER, SITE_HEAD = "decoder.cross_attn_out", "decoder.cross_attn.z"
+FAMILY_LAYER, FAMILY_HEAD = "decoder.cross_attn", "decoder.cross_head"
+SITE_LAYER, SITE_HEAD = "decoder.cross_attn_out", "decoder.cross_attn.z"  # the sites they patch
 PAPER = dict(layer="cross-attention of decoder layer 23 resolves 76%", head="head 13 of layer 18: 78.1%",
              pair="both together: 89%", model="large-v3 (secondary)")
 CARDS = Path("/usr/share/pocketsphinx/test/data/cards")
@@ -54,9 +60,10 @@ def _real_clips() -> list[tuple[np.ndarray, str, str]]:
 def _variants(audio, rng):
     """(audio, description) of each degradation of one long stretch of real speech."""
     from jaxasr_interp.data import synth
-    seconds = audio.size / synth.SR
+    seconds = audio.size / SAMPLE_RATE
     yield synth.mix_at_snr(audio, synth.pink_noise(rng, seconds), -5.0), "+ pink noise -5 dB"
-    yield synth.mix_at_snr(audio, synth.white_noise(rng, seconds), -5.0), "+ white noise -5 dB"
+    white = white_noise(rng=rng, n_samples=int(SAMPLE_RATE * seconds))
+    yield synth.mix_at_snr(audio, white, -5.0), "+ white noise -5 dB"
     yield synth.mix_at_snr(audio, synth.pink_noise(rng, seconds), -8.0), "+ pink noise -8 dB"
 
 
@@ -64,21 +71,20 @@ def candidate_pool(seed: int = 0, n_orders: int = 4, seconds: float = 24.0) -> l
     """Candidates: dicts with ``audio``, ``text`` (reference), ``source``. Each is the real clips
     in a seeded random order, concatenated until ``seconds`` (at most 29.5 s: one window),
     under one of the noise degradations of :func:`_variants`."""
-    from jaxasr_interp.data import synth
     rng = np.random.default_rng(seed)
     clips, pool = _real_clips(), []
     for _ in range(n_orders):
         parts, texts, names = [], [], []
         for i in rng.permutation(len(clips)):
-            if sum(p.size for p in parts) >= seconds * synth.SR:
+            if sum(p.size for p in parts) >= seconds * SAMPLE_RATE:
                 break
             parts.append(clips[i][0])
             texts.append(clips[i][1])
             names.append(clips[i][2])
-        audio = np.concatenate(parts)[: int(29.5 * synth.SR)]
+        audio = np.concatenate(parts)[: int(29.5 * SAMPLE_RATE)]
         for variant, how in _variants(audio, rng):
             pool.append(dict(audio=variant, text=" ".join(texts),
-                             source=f"{audio.size / synth.SR:.1f} s of {' + '.join(names)} {how}"))
+                             source=f"{audio.size / SAMPLE_RATE:.1f} s of {' + '.join(names)} {how}"))
     return pool
 
 
@@ -100,24 +106,19 @@ def resolved(patched: str, clean: str, intact_wer: float) -> bool:
     return not has_repetition(patched) and word_error_rate(collapse_repeats(clean), patched) <= intact_wer
 
 
-def _patch_weights(dims, alphas):
-    """Weights of the layer patches, then the head patches: {site: [P, L, ...]} (built in numpy:
-    small host arrays, no device programs to compile)."""
-    n_l, n_h, n_a = dims.n_text_layer, dims.n_text_head, len(alphas)
-    a = np.asarray(alphas, np.float32)
-    layer = (np.eye(n_l, dtype=np.float32)[:, None, :] * a[None, :, None]).reshape(n_l * n_a, n_l, 1)
-    head = np.eye(n_l * n_h, dtype=np.float32).reshape(n_l, n_h, 1, n_l, n_h)[:, :, None]
-    head = (head * a[None, None, :, None, None, None]).reshape(n_l * n_h * n_a, n_l, 1, n_h)
-    return {SITE_LAYER: jnp.asarray(np.concatenate([layer, np.zeros((len(head), n_l, 1), np.float32)])),
-            SITE_HEAD: jnp.asarray(np.concatenate([np.zeros((len(layer), n_l, 1, n_h), np.float32), head]))}
+def patch_weights(dims, alphas):
+    """Weights of the layer patches (layer x alpha), then the head patches (layer x head x
+    alpha): {site: [P, L, ...]}, zero at the site a patch does not edit."""
+    _, layer, _ = family_grid(FAMILY_LAYER, dims, alphas)
+    _, head, _ = family_grid(FAMILY_HEAD, dims, alphas)
+    return {site: jnp.asarray(w) for site, w in join_sites({SITE_LAYER: layer}, {SITE_HEAD: head}).items()}
 
 
-def _pair_weights(dims, alphas, layer: int, head: tuple[int, int]):
+def pair_weights(dims, alphas, layer: int, head: tuple[int, int]):
     """The best layer's cross-attention and the best (layer, head) together, at each alpha."""
-    a = jnp.asarray(alphas, jnp.float32)
-    wl = jnp.zeros((len(alphas), dims.n_text_layer, 1)).at[:, layer, 0].set(a)
-    wh = jnp.zeros((len(alphas), dims.n_text_layer, 1, dims.n_text_head)).at[:, head[0], 0, head[1]].set(a)
-    return {SITE_LAYER: wl, SITE_HEAD: wh}
+    _, wl, _ = family_grid(FAMILY_LAYER, dims, alphas, layers=[layer])
+    _, wh, _ = family_grid(FAMILY_HEAD, dims, alphas, layers=[head[0]], heads=[head[1]])
+    return {SITE_LAYER: jnp.asarray(wl), SITE_HEAD: jnp.asarray(wh)}
 
 
 class _Runner:
@@ -126,7 +127,6 @@ class _Runner:
     def __init__(self, model, max_new_tokens: int, reference, chunk: int):
         from jaxasr_interp.whisper.api import encode_batch
         from jaxasr_interp.whisper.audio import load_audio, log_mel
-        from jaxasr_interp.patching.reference import white_noise
         self.model, self.n_new, self.chunk = model, max_new_tokens, chunk
         self.prompt = model.tokenizer.prompt()
         noise = white_noise() if reference is None else load_audio(reference)
@@ -139,8 +139,7 @@ class _Runner:
         from jaxasr_interp.whisper.model import decode
         m, tok = self.model, self.model.tokenizer
         width = len(self.prompt) + self.n_new + 1  # fixed: one compiled program for every item
-        seq = (self.prompt + list(item["ids"]) + [tok.eot] * width)[:width]
-        tokens = jnp.asarray(seq, jnp.int32)
+        tokens = jnp.asarray(teacher_tokens(self.prompt, item["ids"], tok.eot, width), jnp.int32)
         _, ref = decode(m.params, tokens, self.noise_features, dims=m.dims, capture=[SITE_LAYER, SITE_HEAD])
         features = encode_batch(m.params, log_mel(item["audio"], n_mels=m.dims.n_mels)[None], dims=m.dims)[0]
         ids = decode_sweep(m.params, features, jnp.asarray(self.prompt, jnp.int32), tok.eot, ref, weights,
@@ -158,7 +157,7 @@ def run(model, *, pool=None, alphas=ALPHAS, max_items: int = 16, max_new_tokens:
     if not items:
         raise ValueError(f"none of the {len(pool)} candidates loops under {model.source}; give more or harder audio")
     runner = _Runner(model, max_new_tokens, reference, chunk)
-    weights = _patch_weights(dims, alphas)
+    weights = patch_weights(dims, alphas)
     n_l, n_h, n_a = dims.n_text_layer, dims.n_text_head, len(alphas)
     solved = np.zeros((len(items), weights[SITE_LAYER].shape[0]), bool)
     removed = np.zeros_like(solved)  # the weaker outcome: no loop left (whatever the rest says)
@@ -174,9 +173,9 @@ def run(model, *, pool=None, alphas=ALPHAS, max_items: int = 16, max_new_tokens:
     best_head = np.unravel_index(int(np.argmax(head_rate.max(2))), (n_l, n_h))
     pair_solved = np.zeros((len(items), n_a), bool)
     best_head = (int(best_head[0]), int(best_head[1]))
-    pair_weights = _pair_weights(dims, alphas, best_layer, best_head)
+    pair = pair_weights(dims, alphas, best_layer, best_head)
     for i, item in enumerate(tqdm(items, desc="best layer + head", unit="item")):
-        pair_solved[i] = [resolved(t, item["clean"], intact_wer) for t in runner(item, pair_weights)]
+        pair_solved[i] = [resolved(t, item["clean"], intact_wer) for t in runner(item, pair)]
     return dict(model=model.source, n_pool=len(pool), n_loops=len(loops), n_items=len(items),
                 alphas=list(alphas), intact_wer=intact_wer, max_new_tokens=max_new_tokens,
                 layer_rate=layer_rate, head_rate=head_rate, pair_rate=pair_solved.mean(0),

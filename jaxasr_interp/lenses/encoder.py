@@ -31,6 +31,7 @@ from jaxasr_interp.whisper.audio import load_audio, log_mel
 from jaxasr_interp.whisper.decoding import greedy_decode, logit_bias
 from jaxasr_interp.core.sharding import padded_size, shard_leading
 from jaxasr_interp.whisper.model import encode
+from jaxasr_interp.whisper.tokenizer import cut_at_eot
 from jaxasr_interp.lenses.tuned import translate
 
 
@@ -125,7 +126,7 @@ def as_mels(model, audio_or_mels) -> tuple[list, bool]:
 def _score(ids_rows, tokenizer, reference, ln_post, extra_row, normalizer) -> EncoderLens:
     eot = tokenizer.eot
     rows = [r.tolist() for r in ids_rows]
-    ids = [r[: r.index(eot)] if eot in r else r for r in rows]
+    ids = [cut_at_eot(r, eot) for r in rows]
     texts = [tokenizer.decode(r) for r in ids]
     final = texts[-1]
     if extra_row:  # the real encoder output, not a layer of the lens

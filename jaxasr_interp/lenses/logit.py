@@ -110,7 +110,7 @@ def _logit_lens_one(params, mel, tokens, translator=None, *, dims, sites, k):
     if translator is not None:  # a tuned lens (see tuned_lens.py): resid_post only
         resids = translate(translator, resids[0])[None]
     dec = params["decoder"]
-    out = lens_readout(resids, dec["ln"], dec["token_embedding"], logits, k=k)
+    out = lens_readout(resids, dec["ln"], dec["token_embedding"]["embedding"], logits, k=k)
     final_ids = jnp.argmax(logits, -1)
     post = out[0][sites.index("resid_post"), :, :, 0]
     return (final_ids,) + out + (saturation_layer(post, final_ids),)

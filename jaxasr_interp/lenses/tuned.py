@@ -105,7 +105,7 @@ def fit_translators(params, dims, mels, token_seqs, *, pad: int = 0, which=("dec
     for kind in which:
         if kind == "decoder":
             start = init.get(kind) or identity_translator(dims.n_text_layer, dims.n_text_state)
-            args = (dec_resid, final_logp, mask, params["decoder"]["ln"], params["decoder"]["token_embedding"])
+            args = (dec_resid, final_logp, mask, params["decoder"]["ln"], params["decoder"]["token_embedding"]["embedding"])
             fn = decoder_loss
         elif kind == "encoder":
             start = init.get(kind) or identity_translator(dims.n_audio_layer, dims.n_audio_state)
@@ -122,12 +122,13 @@ def greedy_ids(model, mels, max_new_tokens: int | None = None) -> list[list[int]
     """The model's greedy transcript ids (end-of-text excluded) for mels [N, n_mels, frames]."""
     from jaxasr_interp.whisper.api import encode_batch
     from jaxasr_interp.whisper.decoding import greedy_decode, logit_bias
+    from jaxasr_interp.whisper.tokenizer import cut_at_eot
     tok, dims = model.tokenizer, model.dims
     zero = logit_bias(dims.n_vocab, ())
     ids = np.asarray(greedy_decode(model.params, encode_batch(model.params, jnp.asarray(mels), dims=dims),
                                    jnp.asarray(tok.prompt(), jnp.int32), tok.eot, zero, zero, dims=dims,
                                    max_new_tokens=max_new_tokens or dims.n_text_ctx // 2))
-    return [r[: r.index(tok.eot)] if tok.eot in r else r for r in ids.tolist()]
+    return [cut_at_eot(r, tok.eot) for r in ids]
 
 
 def train_tuned_lens(model, audio_or_mels, *, which=("decoder", "encoder"), steps: int = 100,

@@ -25,6 +25,7 @@ import numpy as np
 from jaxasr_interp.whisper.config import Dims
 from jaxasr_interp.whisper.model import forward
 from jaxasr_interp.core.edits import interpolate
+from jaxasr_interp.core.grid import weighted_mask
 from jaxasr_interp.patching.sweeps import FAMILIES, family_of, local_masks, readout, reference_for
 from jaxasr_interp.whisper.sites import n_layers
 
@@ -40,11 +41,6 @@ def score(metrics: dict, position_weights, metric: str):
     else:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     return jnp.sum(value * position_weights, axis=-1)
-
-
-def _mask(family: str, w, dims: Dims):
-    """Per-component weights [L, P] -> an edit mask [L, ...] (sum of weighted patch masks)."""
-    return jnp.tensordot(w, local_masks(family, dims), axes=([1], [0]))
 
 
 def attribution_patching(params, mel, tokens, refs: dict, position_weights, contrast=None, *,
@@ -71,7 +67,8 @@ def _attribution(params, mel, tokens, refs, position_weights, contrast, *, dims,
     weights = {f: jnp.zeros((n_layers(FAMILIES[f], dims), local_masks(f, dims).shape[0])) for f in families}
 
     def fn(ws):
-        edits = {FAMILIES[f]: interpolate(refs[f], 1.0, mask=_mask(f, ws[f], dims)) for f in families}
+        edits = {FAMILIES[f]: interpolate(refs[f], 1.0, mask=weighted_mask(ws[f], local_masks(f, dims)))
+                 for f in families}
         _, acts = forward(params, mel, tokens, dims=dims, edits=edits, capture=["decoder.ln_final"],
                           precision=precision)
         return score(readout(acts["decoder.ln_final"], params, tokens, contrast), position_weights, metric)

@@ -4,7 +4,8 @@
 patches of decoder sites in one compiled program: the patches are a ``lax.map`` in chunks of
 ``vmap``-ed decodings that share one encoder output and one cross-attention K/V computation.
 Each patch's edits are ``{site: interpolate(refs[site], mask=weights[site][p])}`` (or zero
-ablation), so a layer, a head, or a layer and a head together are all just weight arrays.
+ablation), so a layer, a head, or a layer and a head together are all just weight arrays (made
+by :mod:`jaxasr_interp.core.grid`; :func:`family_decode_sweep` sweeps a whole family).
 
 Reference data is position-aligned: ``refs[site]`` [L, T_ref, ...] comes from the reference
 run teacher-forced with the clean tokens (prompt + transcript, padded to a fixed length so
@@ -17,16 +18,16 @@ every utterance reuses one program); token positions past ``T_ref`` are left une
 from __future__ import annotations
 
 import functools
-import re
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxasr_interp.whisper.config import Dims
 from jaxasr_interp.whisper.decoding import greedy_decode, logit_bias
 from jaxasr_interp.core.edits import interpolate
-from jaxasr_interp.patching.sweeps import divisor, reference_for
-from jaxasr_interp.whisper.text_metrics import compression_ratio, rate, word_errors
+from jaxasr_interp.patching.sweeps import divisor, family_grid, reference_for
+from jaxasr_interp.whisper.text_metrics import compression_ratio, normalize, rate, word_errors, words
 
 
 def decode_sweep(params, audio_features, prompt, eot, refs: dict, weights: dict, *, dims: Dims,
@@ -60,13 +61,21 @@ def _decode_sweep(params, audio_features, prompt, eot, refs, weights, *, dims, m
     return jax.lax.map(one, weights, batch_size=divisor(n_patch, chunk))
 
 
+def family_decode_sweep(params, audio_features, prompt, eot, ref, *, family: str, alphas, dims: Dims,
+                        max_new_tokens: int, mode: str = "interpolate", chunk: int = 16):
+    """Edited greedy ids of every (layer, head or whole layer, alpha) patch of a decoder family
+    -> ``(ids [N, max_new_tokens], index [N, 3])``, index rows (layer, head or 0, alpha index)
+    as :func:`.sweeps.family_grid`. ``ref``: the reference's stacked site (None for
+    ``mode="zero"``); the rest as :func:`decode_sweep`."""
+    site, weights, index = family_grid(family, dims, alphas)
+    ids = decode_sweep(params, audio_features, prompt, eot, {} if ref is None else {site: ref},
+                       {site: jnp.asarray(weights)}, dims=dims, max_new_tokens=max_new_tokens,
+                       mode=mode, chunk=chunk)
+    return np.asarray(ids), index
+
+
 def ids_to_text(tokenizer, ids) -> str:
     return tokenizer.decode([int(i) for i in ids]).strip()
-
-
-def words(text: str) -> list[str]:
-    """Lower-case words, punctuation dropped (apostrophes kept)."""
-    return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
 
 
 def _run(w: list, n: int, start: int) -> int:
@@ -118,7 +127,7 @@ def collapse_repeats(text: str, *, min_repeats: int = 3, min_phrase: int = 3, ma
 
 
 def word_error_rate(reference: str, hypothesis: str) -> float:
-    return rate(*word_errors(" ".join(words(reference)), " ".join(words(hypothesis))))
+    return rate(*word_errors(normalize(reference, "plain"), normalize(hypothesis, "plain")))
 
 
 def behaviour(transcript: str, reference: str | None = None, target: str | None = None) -> dict:

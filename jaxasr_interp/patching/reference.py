@@ -14,11 +14,15 @@ from jaxasr_interp.whisper.audio import N_SAMPLES, SAMPLE_RATE, load_audio, log_
 from jaxasr_interp.whisper.model import forward
 
 
-def white_noise(seconds: float = N_SAMPLES / SAMPLE_RATE, *, seed: int = 0, std: float = 0.1) -> np.ndarray:
+def white_noise(seconds: float = N_SAMPLES / SAMPLE_RATE, *, seed: int = 0, std: float = 0.1,
+                rng: np.random.Generator | None = None, n_samples: int | None = None) -> np.ndarray:
     """Seeded Gaussian white noise at 16 kHz (float32). ``std`` 0.1 is about -20 dBFS RMS,
-    the level of ordinary speech recordings."""
-    rng = np.random.default_rng(seed)
-    return (std * rng.standard_normal(int(round(seconds * SAMPLE_RATE)))).astype(np.float32)
+    the level of ordinary speech recordings. ``rng``: draw from this generator instead of a
+    fresh one seeded with ``seed`` (the dataset builders continue their own stream);
+    ``n_samples``: the exact length, instead of ``round(seconds * 16000)``."""
+    rng = np.random.default_rng(seed) if rng is None else rng
+    n = int(round(seconds * SAMPLE_RATE)) if n_samples is None else int(n_samples)
+    return (std * rng.standard_normal(n)).astype(np.float32)
 
 
 def reference_activations(model, tokens, capture, reference=None, *, seed: int = 0,

@@ -23,7 +23,7 @@ is exactly patching its contribution to ``attn_out``). ``mode="interpolate"`` se
 log-probability and rank-1 token at every position, and the logit of a ``contrast`` token
 (e.g. the acoustically correct word where the model wrote the contextual one), so the logit
 difference is ``logit - contrast_logit``. Behavioural metrics (edited greedy decoding) live in
-:mod:`.patching_decode`.
+:mod:`.decoding`. Every sweep's patch weights come from :mod:`jaxasr_interp.core.grid`.
 """
 
 from __future__ import annotations
@@ -33,11 +33,13 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from jaxasr_interp.core.grid import patch_grid
 from jaxasr_interp.whisper.config import Dims
 from jaxasr_interp.core.edits import interpolate, zero
 from jaxasr_interp.whisper.model import decode, encode
-from jaxasr_interp.whisper.resume import cross_kv_stack, decode_from, encode_from
+from jaxasr_interp.whisper.model import cross_kv_stack, decode_from, encode_from
 from jaxasr_interp.whisper.sites import n_layers
 from jaxasr_interp.whisper.sites import shape as site_shape
 
@@ -76,7 +78,7 @@ def is_head_family(family: str) -> bool:
 
 
 def _clean_logits(ln_final, params, tokens):
-    rows = params["decoder"]["token_embedding"][tokens[1:]].astype(jnp.float32)
+    rows = params["decoder"]["token_embedding"]["embedding"][tokens[1:]].astype(jnp.float32)
     return jnp.sum(ln_final[:-1].astype(jnp.float32) * rows, axis=-1)
 
 
@@ -86,11 +88,6 @@ def clean_token_logits(params, tokens, audio_features, *, dims: Dims, edits=None
     _, acts = decode(params, tokens, audio_features, dims=dims, edits=edits,
                      capture=["decoder.ln_final"], dtype=dtype, precision=precision)
     return _clean_logits(acts["decoder.ln_final"], params, tokens)
-
-
-def head_masks(n_layer: int, n_head: int):
-    """One mask per (layer, head), [L * H, L, 1, H]: broadcast over positions and head width."""
-    return jnp.eye(n_layer * n_head).reshape(n_layer * n_head, n_layer, 1, n_head)
 
 
 @functools.partial(jax.jit, static_argnames=("dims", "site", "dtype", "precision"))
@@ -111,17 +108,18 @@ def head_sweep(params, tokens, audio_features, ref, alphas, *, dims: Dims,
     kw = dict(dims=dims, dtype=dtype, precision=precision)
     cross = cross_kv_stack(params, audio_features, **kw)  # once, shared by every patch
     _, clean = decode(params, tokens, audio_features, capture=["decoder.resid_pre", "decoder.ln_final"], **kw)
-    heads = jnp.eye(n_head).reshape(n_head, 1, n_head)  # [H patches, T, H]
+    alphas = jnp.asarray(alphas, jnp.float32)
     out = []
     for layer in range(n_layer):  # static: each layer resumes from its own clean residual
-        def one(head_mask, alpha, layer=layer):
-            mask = jnp.zeros((n_layer,) + head_mask.shape).at[layer].set(head_mask)
+        def one(weight, layer=layer):
             _, acts = decode_from(params, clean["decoder.resid_pre"][layer], None, cross=cross,
-                                  start_layer=layer, edits={site: interpolate(ref, alpha, mask=mask)},
+                                  start_layer=layer, edits={site: interpolate(ref, 1.0, mask=weight)},
                                   capture=["decoder.ln_final"], **kw)
             return _clean_logits(acts["decoder.ln_final"], params, tokens)
 
-        out.append(jax.vmap(jax.vmap(one, (None, 0)), (0, None))(heads, jnp.asarray(alphas)))
+        weights, _ = patch_grid(head_local_masks(n_head), n_layer, alphas, layers=[layer])
+        weights = weights.reshape((n_head, alphas.shape[0]) + weights.shape[1:])  # [H, A, L, 1, H]
+        out.append(jax.vmap(jax.vmap(one))(weights))
     return jnp.stack(out), _clean_logits(clean["decoder.ln_final"], params, tokens)
 
 
@@ -130,7 +128,7 @@ def readout(ln_final, params, tokens, contrast=None) -> dict:
     ``logit`` and ``logprob`` of the clean token, ``contrast_logit`` (of ``contrast[i]``;
     the clean token when None) and ``top`` (the argmax over the whole vocabulary)."""
     logits = (ln_final[:-1].astype(jnp.float32)
-              @ params["decoder"]["token_embedding"].astype(jnp.float32).T)
+              @ params["decoder"]["token_embedding"]["embedding"].astype(jnp.float32).T)
     clean = tokens[1:]
     contrast = clean if contrast is None else contrast
     rows = jnp.arange(clean.shape[0])
@@ -138,14 +136,29 @@ def readout(ln_final, params, tokens, contrast=None) -> dict:
                 contrast_logit=logits[rows, contrast], top=jnp.argmax(logits, -1).astype(jnp.int32))
 
 
-def local_masks(family: str, dims: Dims):
+def head_local_masks(n_head: int) -> np.ndarray:
+    """One mask per head of a ``[T, H, dh]`` site, [H, 1, H] (broadcast over positions and
+    head width)."""
+    return np.eye(n_head, dtype=np.float32).reshape(n_head, 1, n_head)
+
+
+def local_masks(family: str, dims: Dims) -> np.ndarray:
     """The patches of one layer of a family, each a mask without the layer axis: [H, 1, H] for
-    head families (broadcast over positions and head width), [1, 1] otherwise."""
+    head families, [1, 1] otherwise (host arrays: see :mod:`jaxasr_interp.core.grid`)."""
     site = FAMILIES[family_of(family)]
     if site.endswith(".z"):
-        n_head = dims.n_audio_head if site.startswith("encoder.") else dims.n_text_head
-        return jnp.eye(n_head).reshape(n_head, 1, n_head)
-    return jnp.ones((1, 1))
+        return head_local_masks(dims.n_audio_head if site.startswith("encoder.") else dims.n_text_head)
+    return np.ones((1, 1), np.float32)
+
+
+def family_grid(family: str, dims: Dims, alphas=(1.0,), *, layers=None, heads=None):
+    """Every (layer, head or whole layer, alpha) patch of a family: ``(site, weights
+    [N, L, ...], index [N, 3])`` by :func:`jaxasr_interp.core.grid.patch_grid` (index rows are
+    (layer, head or 0, alpha index)); ``layers`` / ``heads`` select (default: all)."""
+    site = FAMILIES[family_of(family)]
+    weights, index = patch_grid(local_masks(family, dims), n_layers(site, dims), alphas,
+                                layers=layers, patches=heads)
+    return site, weights, index
 
 
 def make_edit(mode: str, ref, weight):
@@ -179,23 +192,14 @@ def divisor(n: int, chunk: int) -> int:
     return max(d for d in range(1, max(1, min(n, chunk)) + 1) if n % d == 0)
 
 
-def _grid(local, alphas):
-    """Every (patch, alpha) pair, flattened: ([P * A, ...] masks, [P * A] alphas)."""
-    n_p, n_a = local.shape[0], alphas.shape[0]
-    return jnp.repeat(local, n_a, axis=0), jnp.tile(alphas, n_p)
-
-
 def _sweep_layers(run_layer, local, alphas, n_layer: int, chunk: int):
-    """Static loop over layers; in each, a chunked ``lax.map`` over (patch, alpha)."""
-    masks, flat_alphas = _grid(local, alphas)
+    """Static loop over layers; in each, a chunked ``lax.map`` over that layer's (patch,
+    alpha) grid."""
     out = []
     for layer in range(n_layer):
-        def one(args, layer=layer):
-            m, a = args
-            weight = jnp.zeros((n_layer,) + m.shape).at[layer].set(a * m)
-            return run_layer(layer, weight)
-
-        res = jax.lax.map(one, (masks, flat_alphas), batch_size=divisor(masks.shape[0], chunk))
+        weights, _ = patch_grid(local, n_layer, alphas, layers=[layer])
+        res = jax.lax.map(functools.partial(run_layer, layer), weights,
+                          batch_size=divisor(weights.shape[0], chunk))
         out.append(jax.tree_util.tree_map(
             lambda x: x.reshape((local.shape[0], alphas.shape[0]) + x.shape[1:]), res))
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *out)
@@ -254,9 +258,5 @@ def _component_sweep(params, mel, tokens, ref, alphas, contrast, *, dims, family
 def single_patch_edits(family: str, ref, layer: int, alpha: float, *, dims: Dims, head=None,
                        mode: str = "interpolate") -> dict:
     """The edits dict of one patch of a family (for ``forward``, ``transcribe``...)."""
-    family = family_of(family)
-    site = FAMILIES[family]
-    local = local_masks(family, dims)
-    m = local[0 if head is None else head]
-    weight = jnp.zeros((n_layers(site, dims),) + m.shape).at[layer].set(alpha * m)
-    return {site: make_edit(mode, ref, weight)}
+    site, weights, _ = family_grid(family, dims, [alpha], layers=[layer], heads=[0 if head is None else head])
+    return {site: make_edit(mode, ref, weights[0])}

@@ -19,13 +19,9 @@ import textwrap
 import numpy as np
 from matplotlib.figure import Figure
 
+from jaxasr_interp.plots.figure import save_figure
+
 HOP_SECONDS = 0.01  # Whisper's mel hop: 160 samples at 16 kHz
-
-
-def _save(fig: Figure, path, dpi: int = 110) -> Figure:
-    if path is not None:
-        fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    return fig
 
 
 def draw_mel(ax, mel, seconds: float | None = None):
@@ -89,7 +85,7 @@ def plot_logit_lens(lens, tokenizer, *, site: str = "resid_post", index: int | N
     ax.set_title(title or "logit lens: colour = P(final prediction), text = lens top-1")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, -0.02), fontsize=7, frameon=False)
     fig.colorbar(im, ax=ax, fraction=0.025, pad=0.01)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_encoder_lens(lenses, *, path=None, mel=None, seconds: float | None = None,
@@ -128,7 +124,7 @@ def plot_encoder_lens(lenses, *, path=None, mel=None, seconds: float | None = No
                      fontsize=7.5, family="monospace")
     ax_text.set_title("transcript per layer (first utterance)", fontsize=9, loc="left")
     fig.suptitle(title or "encoder lens: ln_post(encoder layer l) -> unchanged decoder")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_saturation_histogram(saturations, n_layers: int, *, labels=None, path=None,
@@ -151,4 +147,4 @@ def plot_saturation_histogram(saturations, n_layers: int, *, labels=None, path=N
     ax.set_ylabel("token positions")
     ax.set_title(title or "logit-lens saturation layers")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)

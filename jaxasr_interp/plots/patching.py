@@ -14,11 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-
-def _save(fig: Figure, path, dpi: int = 100) -> Figure:
-    if path is not None:
-        fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    return fig
+from jaxasr_interp.plots.figure import save_figure
 
 
 def plot_head_heatmap(values, *, path=None, title: str = "", label: str = "",
@@ -46,7 +42,7 @@ def plot_head_heatmap(values, *, path=None, title: str = "", label: str = "",
     ax.set_ylabel("layer")
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, label=label)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=100)
 
 
 def plot_alpha_curves(alphas, curves: dict, *, path=None, title: str = "", ylabel: str = "") -> Figure:
@@ -61,7 +57,7 @@ def plot_alpha_curves(alphas, curves: dict, *, path=None, title: str = "", ylabe
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=100)
 
 
 def plot_layer_lines(families: dict, *, path=None, title: str = "", ylabel: str = "", ylim=None) -> Figure:
@@ -83,4 +79,4 @@ def plot_layer_lines(families: dict, *, path=None, title: str = "", ylabel: str 
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=100)

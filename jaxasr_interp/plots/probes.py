@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from matplotlib.figure import Figure
+
 
 def plot_probe_layers(rows: list[dict], path, *, title: str) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")  # files only: no display needed (CI, servers)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=120)
+    # a Figure built directly, no pyplot: no backend switch, inline plots in notebooks stay on
+    fig = Figure(figsize=(6.4, 3.8), dpi=120)
+    ax = fig.add_subplot()
     for stack, color in (("encoder", "tab:blue"), ("decoder", "tab:orange")):
         mine = [r for r in rows if r["stack"] == stack]
         if not mine:
@@ -31,5 +31,4 @@ def plot_probe_layers(rows: list[dict], path, *, title: str) -> Path:
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)
-    plt.close(fig)
     return path

@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from jaxasr_interp.plots.lens import HOP_SECONDS, _save, draw_mel, figure_with_mel
+from jaxasr_interp.plots.figure import save_figure
+from jaxasr_interp.plots.lens import HOP_SECONDS, draw_mel, figure_with_mel
 
 # One encoder position covers two mel frames (the second conv has stride 2): 20 ms.
 AUDIO_POSITION_SECONDS = 2 * HOP_SECONDS
@@ -30,7 +31,7 @@ def plot_mel(mel, seconds: float | None = None, *, path=None, title: str | None 
     draw_mel(ax, mel, seconds)
     ax.set_xlabel("time (s)")
     ax.set_title(title or "log-mel spectrogram", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_alignment(alignment, mel, seconds: float, labels, *, path=None,
@@ -55,7 +56,7 @@ def plot_alignment(alignment, mel, seconds: float, labels, *, path=None,
     ax.set_ylabel("predicted token")
     ax.legend(loc="lower left", fontsize=7, frameon=False)
     fig.suptitle(title or "cross-attention alignment (mean over layers and heads)", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_head_patching(values, *, path=None, title: str | None = None,
@@ -78,4 +79,4 @@ def plot_head_patching(values, *, path=None, title: str | None = None,
     ax.set_ylabel("decoder layer")
     ax.set_title(title or "patching each head towards the white-noise run", fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02).set_label(label, fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -9,13 +9,14 @@ Per utterance, for every layer:
 * decoder: ``decoder.resid_post`` at the end-of-text position of a teacher-forced pass over
   the model's own greedy transcript (``prompt + transcript + <|endoftext|>``).
 
-``extract_features(model, audio, out_dir)`` processes ``chunk_size`` utterances at a time and
-writes each chunk as ``chunk_NNNNN.npz`` (atomically: a temporary file, then a rename), next to
-``meta.json`` that names the model and the items. Memory holds one chunk. Rerun after an
-interruption and it skips the chunks already on disk; every chunk is computed by the same
-compiled programs from the same inputs (the last chunk is padded to full size), so a resumed
-extraction is bit-identical to an uninterrupted one. A directory holding a different
-extraction is an error, never silently mixed.
+``extract_features(model, audio, out_dir)`` processes ``chunk_size`` utterances at a time, a
+resumable job of :mod:`jaxasr_interp.core.resumable`: each chunk is written as
+``chunk_NNNNN.npz`` (atomically: a temporary file, then a rename), next to the job's
+``sweep.json`` whose key names the format, the model, the items and the settings. Memory holds
+one chunk. Rerun after an interruption and it skips the chunks already on disk; every chunk is
+computed by the same compiled programs from the same inputs (the last chunk is padded to full
+size), so a resumed extraction is bit-identical to an uninterrupted one. A directory holding a
+different extraction is an error, never silently mixed.
 
 ``load_features(dir)`` -> :class:`Features`; ``probe_matrix`` stacks the encoder and decoder
 layers ``[L_enc + L_dec, n, D]`` for :func:`.probes.probe_sweep`.
@@ -25,9 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
-import os
 from pathlib import Path
 
 import jax
@@ -37,7 +36,9 @@ import numpy as np
 from jaxasr_interp.whisper.audio import HOP_LENGTH, load_audio, log_mel
 from jaxasr_interp.whisper.decoding import greedy_decode, logit_bias
 from jaxasr_interp.whisper.model import decode, encode
+from jaxasr_interp.core.resumable import load_chunks, read_manifest, resumable_run
 from jaxasr_interp.core.sharding import shard_leading
+from jaxasr_interp.whisper.tokenizer import cut_at_eot, teacher_tokens
 
 FORMAT = "jaxasr-interp features v1"
 
@@ -70,14 +71,12 @@ def _decoder_chunk(params, audio_features, tokens, eot_pos, *, dims):
     return jax.vmap(one)(audio_features, tokens, eot_pos)
 
 
-def _teacher_tokens(prompt: np.ndarray, ids: np.ndarray, eot: int):
-    """prompt + transcript + eot (eot-padded to one length) and the index of that eot."""
-    tokens = np.concatenate([np.broadcast_to(prompt, (ids.shape[0], prompt.size)), ids,
-                             np.full((ids.shape[0], 1), eot, ids.dtype)], axis=1).astype(np.int32)
-    first_eot = np.argmax(ids == eot, axis=1)
-    # A transcript cut at max_new_tokens has no eot: the appended one closes it.
-    first_eot = np.where((ids == eot).any(axis=1), first_eot, ids.shape[1])
-    return tokens, (prompt.size + first_eot).astype(np.int32)
+def _teacher_batch(prompt: list, ids: np.ndarray, eot: int):
+    """prompt + transcript + eot of each greedy row (eot-padded to one length) and the index of
+    that eot. A transcript cut at max_new_tokens has no eot: the appended one closes it."""
+    width = len(prompt) + ids.shape[1] + 1
+    tokens = np.asarray([teacher_tokens(prompt, row, eot, width) for row in ids], np.int32)
+    return tokens, np.asarray([len(prompt) + len(cut_at_eot(row, eot)) for row in ids], np.int32)
 
 
 def _chunk_features(model, items, *, chunk_size, max_new_tokens):
@@ -90,30 +89,17 @@ def _chunk_features(model, items, *, chunk_size, max_new_tokens):
     n_valid_arr = jnp.asarray(n_valid + [n_valid[-1]] * pad, jnp.int32)
     mels, n_valid_arr = shard_leading((mels, n_valid_arr))  # the chunk over all devices
     audio_features, enc = _encoder_chunk(model.params, mels, n_valid_arr, dims=dims)
-    prompt = np.asarray(tok.prompt(), np.int32)
+    prompt = tok.prompt()
     no_bias = logit_bias(dims.n_vocab, ())
-    ids = np.asarray(greedy_decode(model.params, audio_features, jnp.asarray(prompt), tok.eot,
+    ids = np.asarray(greedy_decode(model.params, audio_features, jnp.asarray(prompt, jnp.int32), tok.eot,
                                    no_bias, no_bias, dims=dims, max_new_tokens=max_new_tokens))
-    tokens, eot_pos = _teacher_tokens(prompt, ids, tok.eot)
+    tokens, eot_pos = _teacher_batch(prompt, ids, tok.eot)
     dec = _decoder_chunk(model.params, audio_features, jnp.asarray(tokens), jnp.asarray(eot_pos), dims=dims)
     keep = len(items)
-    texts = [tok.decode(row[: p - prompt.size].tolist()) for row, p in zip(ids[:keep], eot_pos[:keep])]
+    texts = [tok.decode(cut_at_eot(row, tok.eot)) for row in ids[:keep]]
     return dict(encoder=np.asarray(enc)[:keep], decoder=np.asarray(dec)[:keep],
                 n_valid=np.asarray(n_valid, np.int32), transcript_ids=ids[:keep],
                 transcripts=np.asarray(texts, dtype=np.str_))
-
-
-def _check_meta(out: Path, meta: dict) -> None:
-    path = out / "meta.json"
-    if path.exists():
-        old = json.loads(path.read_text())
-        if old != meta:
-            diff = sorted(k for k in meta if old.get(k) != meta[k])
-            raise ValueError(f"{out} holds a different feature extraction (differs in {', '.join(diff)}); "
-                             "use another output directory or delete it")
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(meta, indent=1) + "\n")
 
 
 def extract_features(model, audio, out_dir, *, chunk_size: int = 8, max_new_tokens: int | None = None,
@@ -127,26 +113,13 @@ def extract_features(model, audio, out_dir, *, chunk_size: int = 8, max_new_toke
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     max_new_tokens = max_new_tokens or model.dims.n_text_ctx // 2
-    out = Path(out_dir)
     meta = dict(format=FORMAT, model=model.source, dims=dataclasses.asdict(model.dims), items=items,
                 chunk_size=chunk_size, max_new_tokens=max_new_tokens, eot=model.tokenizer.eot)
-    _check_meta(out, meta)
-    starts = range(0, len(items), chunk_size)
-    todo = [s for s in starts if not (out / f"chunk_{s // chunk_size:05d}.npz").exists()]
-    done = len(starts) - len(todo)
-    if limit_chunks is not None:
-        todo = todo[:limit_chunks]
-    if progress:
-        from tqdm import tqdm
-        todo = tqdm(todo, desc="features", unit="chunk", initial=done, total=len(starts))
-    for start in todo:
-        arrays = _chunk_features(model, items[start:start + chunk_size], chunk_size=chunk_size,
-                                 max_new_tokens=max_new_tokens)
-        path = out / f"chunk_{start // chunk_size:05d}.npz"
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)  # a chunk is on disk whole or not at all
-    return out
+    chunks = [items[start:start + chunk_size] for start in range(0, len(items), chunk_size)]
+    compute = functools.partial(_chunk_features, model, chunk_size=chunk_size, max_new_tokens=max_new_tokens)
+    resumable_run(compute, chunks, out_dir, key=meta, store="npz", limit=limit_chunks, progress=progress,
+                  desc="features", what="feature extraction")
+    return Path(out_dir)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,21 +138,10 @@ class Features:
 
 def load_features(out_dir) -> Features:
     """Read a complete extraction; an incomplete one is an error saying how to finish it."""
-    out = Path(out_dir)
-    if not (out / "meta.json").is_file():
-        raise FileNotFoundError(f"no feature extraction in {out} (meta.json missing)")
-    meta = json.loads((out / "meta.json").read_text())
-    n_chunks = math.ceil(len(meta["items"]) / meta["chunk_size"])
-    paths = [out / f"chunk_{i:05d}.npz" for i in range(n_chunks)]
-    missing = [p.name for p in paths if not p.exists()]
-    if missing:
-        raise ValueError(f"{out} is incomplete ({len(missing)} of {n_chunks} chunks missing); "
-                         "rerun the extraction to resume it")
-    parts = [np.load(p, allow_pickle=False) for p in paths]
+    meta = read_manifest(out_dir, what="feature extraction")["key"]
+    parts = load_chunks(out_dir, "npz", what="feature extraction")
     cat = lambda key: np.concatenate([p[key] for p in parts])
-    eot = int(meta["eot"])
-    ids = [row[: int(np.argmax(row == eot)) if (row == eot).any() else row.size].tolist()
-           for row in cat("transcript_ids")]
+    ids = [cut_at_eot(row, int(meta["eot"])) for row in cat("transcript_ids")]
     return Features(cat("encoder").transpose(1, 0, 2), cat("decoder").transpose(1, 0, 2),
                     cat("n_valid"), [str(t) for t in cat("transcripts")], ids, meta["items"], meta["model"])
 

@@ -5,7 +5,9 @@ The audio-encoder fields have the same names as Whisper's :class:`~jaxasr_interp
 Whisper encoder blocks run on them unchanged. The language-model fields describe the Qwen2
 decoder: grouped-query attention (``n_kv_head`` key/value heads shared by
 ``n_text_head // n_kv_head`` query heads each), a SwiGLU MLP of width ``n_text_ffn``, RMSNorm
-(``rms_eps``) and rotary positions (``rope_theta``).
+(``rms_eps``) and rotary positions (``rope_theta``). The audio encoder's MLP width
+``n_audio_ffn`` (``encoder_ffn_dim``) is a keyword field whose default, 0, means Whisper's
+``4 * n_audio_state``, resolved when the dims are made (so they compare and hash as before).
 
 ``dims_from_hf_config`` reads a transformers ``Qwen2AudioConfig`` (or a ``config.json`` dict,
 parsed by transformers so that omitted fields take transformers' own defaults, as the real
@@ -18,7 +20,8 @@ import dataclasses
 from typing import Any
 
 _INTS = ("n_mels", "n_audio_ctx", "n_audio_state", "n_audio_head", "n_audio_layer", "n_vocab",
-         "n_text_state", "n_text_head", "n_kv_head", "n_text_layer", "n_text_ffn", "n_text_ctx")
+         "n_text_state", "n_text_head", "n_kv_head", "n_text_layer", "n_text_ffn", "n_text_ctx",
+         "n_audio_ffn")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,8 +41,11 @@ class QwenAudioDims:
     audio_token_id: int
     rope_theta: float = 10000.0
     rms_eps: float = 1e-6
+    n_audio_ffn: int = dataclasses.field(default=0, kw_only=True)  # 0: 4 * n_audio_state
 
     def __post_init__(self):
+        if type(self.n_audio_ffn) is int and self.n_audio_ffn == 0 and isinstance(self.n_audio_state, int):
+            object.__setattr__(self, "n_audio_ffn", 4 * self.n_audio_state)  # frozen: resolved once
         for name in _INTS:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
@@ -105,9 +111,8 @@ def _hf_config(cfg: Any):
 def dims_from_hf_config(cfg: Any) -> QwenAudioDims:
     cfg = _hf_config(cfg)
     a, t = cfg.audio_config, cfg.text_config
-    if a.encoder_ffn_dim != 4 * a.d_model or a.activation_function != "gelu" or a.scale_embedding:
-        raise ValueError("unsupported audio encoder: expected Whisper's (ffn = 4 * d_model, gelu, "
-                         "no embedding scale)")
+    if a.activation_function != "gelu" or a.scale_embedding:
+        raise ValueError("unsupported audio encoder: expected Whisper's (gelu, no embedding scale)")
     rope = dict(getattr(t, "rope_parameters", None) or {})
     if rope.get("rope_type", "default") != "default" or getattr(t, "sliding_window", None) or t.hidden_act != "silu":
         raise ValueError(f"unsupported Qwen2 decoder: rope {rope}, sliding window "
@@ -118,7 +123,7 @@ def dims_from_hf_config(cfg: Any) -> QwenAudioDims:
     return QwenAudioDims(
         n_mels=a.num_mel_bins, n_audio_ctx=a.max_source_positions, n_audio_state=a.d_model,
         n_audio_head=a.encoder_attention_heads, n_audio_layer=a.encoder_layers,
-        n_vocab=t.vocab_size, n_text_state=t.hidden_size, n_text_head=n_heads,
+        n_audio_ffn=a.encoder_ffn_dim, n_vocab=t.vocab_size, n_text_state=t.hidden_size, n_text_head=n_heads,
         n_kv_head=t.num_key_value_heads, n_text_layer=t.num_hidden_layers,
         n_text_ffn=t.intermediate_size, n_text_ctx=t.max_position_embeddings,
         audio_token_id=cfg.audio_token_index, rope_theta=float(rope.get("rope_theta", 10000.0)),
@@ -132,7 +137,7 @@ def hf_config_dict(dims: QwenAudioDims, tie_word_embeddings: bool = False) -> di
             model_type="qwen2_audio_encoder", num_mel_bins=dims.n_mels,
             max_source_positions=dims.n_audio_ctx, d_model=dims.n_audio_state,
             encoder_attention_heads=dims.n_audio_head, encoder_layers=dims.n_audio_layer,
-            encoder_ffn_dim=4 * dims.n_audio_state),
+            encoder_ffn_dim=dims.n_audio_ffn),
         text_config=dict(
             model_type="qwen2", vocab_size=dims.n_vocab, hidden_size=dims.n_text_state,
             num_attention_heads=dims.n_text_head, num_key_value_heads=dims.n_kv_head,

@@ -22,53 +22,16 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxasr_interp.core.edits import Edit, resolve
-from jaxasr_interp.whisper.sites import axes
+from jaxasr_interp.core.edits import resolve_positions, slice_positions
+from jaxasr_interp.core.engine import cast, unwrap
 from jaxasr_interp.qwen2_audio.config import QwenAudioDims
-from jaxasr_interp.qwen2_audio.model import _cast, decode, encode
-from jaxasr_interp.qwen2_audio.sites import ENCODER_SITES, n_layers
-from jaxasr_interp.qwen2_audio.sites import shape as site_shape
+from jaxasr_interp.qwen2_audio.model import decode, encode
+from jaxasr_interp.qwen2_audio.sites import QWEN2_AUDIO
 
 
 def init_cache(dims: QwenAudioDims, length: int, dtype=jnp.float32) -> dict:
     empty = jnp.zeros((dims.n_text_layer, dims.n_kv_head, length, dims.d_head), dtype)
     return {"k": empty, "v": empty}
-
-
-def _token_edits(edits, dims: QwenAudioDims, default_len: int) -> dict:
-    """Resolve the LLM edits, each against as many positions as its data or mask has."""
-    out = {}
-    for name, edit in (edits or {}).items():
-        if name in ENCODER_SITES:
-            continue
-        if name.endswith(".pattern"):
-            raise ValueError(f"{name!r} cannot be edited during cached decoding (its key axis grows); "
-                             "edit decoder.attn.z or decoder.attn_out instead")
-        layered = n_layers(name, dims) is not None
-        axis = axes(name).index("pos") + layered
-        lengths = [jnp.shape(x)[axis] for x in (edit.data, edit.mask)
-                   if x is not None and jnp.ndim(x) > axis and jnp.shape(x)[axis] > 1]
-        n = max(lengths, default=default_len)
-        out[name] = resolve(edit, name, site_shape(name, dims, n), n_layers(name, dims))
-    return out
-
-
-def _slice(token_edits: dict, dims: QwenAudioDims, start, length: int) -> dict:
-    """The edits for tokens ``start .. start + length - 1`` (unedited past an edit's end)."""
-    out = {}
-    for name, edit in token_edits.items():
-        axis = axes(name).index("pos") + (n_layers(name, dims) is not None)
-
-        def take(x):
-            if x is None or x.shape[axis] == 1:
-                return x
-            # zero padding: past an edit's last position its weight is 0, the token unedited
-            pad = [(0, 0)] * x.ndim
-            pad[axis] = (0, length)
-            return jax.lax.dynamic_slice_in_dim(jnp.pad(x, pad), start, length, axis)
-
-        out[name] = Edit(edit.kind, take(edit.data), take(edit.alpha))
-    return out
 
 
 @functools.partial(jax.jit, static_argnames=("dims", "max_new_tokens", "dtype", "precision"))
@@ -83,10 +46,10 @@ def greedy_decode(params, audio_embeds, prompt, eos_ids, *, dims: QwenAudioDims,
         raise ValueError(f"prompt ({n_prompt}) + max_new_tokens ({max_new_tokens}) exceeds the "
                          f"context of {dims.n_text_ctx} positions")
     # cast once, outside the loop (decode's own cast is then a no-op at every step)
-    params = {"decoder": _cast(params["decoder"], dtype)}
-    token_edits = _token_edits(edits, dims, n_prompt + max_new_tokens)
+    params = {"decoder": cast(unwrap(params)["decoder"], dtype)}
+    token_edits = resolve_positions(QWEN2_AUDIO, edits, dims, n_prompt + max_new_tokens)
     cache = init_cache(dims, n_prompt + max_new_tokens, dtype)
-    logits, _, cache = decode(params, prompt, audio_embeds, dims=dims, edits=_slice(token_edits, dims, 0, n_prompt),
+    logits, _, cache = decode(params, prompt, audio_embeds, dims=dims, edits=slice_positions(QWEN2_AUDIO, token_edits, dims, 0, n_prompt),
                               cache=cache, offset=0, dtype=dtype, precision=precision)
     pad = eos_ids[0].astype(jnp.int32)
     out = jnp.full((max_new_tokens,), pad, jnp.int32)
@@ -100,7 +63,7 @@ def greedy_decode(params, audio_embeds, prompt, eos_ids, *, dims: QwenAudioDims,
         token = jnp.where(done, pad, token)  # under vmap, finished items keep stepping
         out = out.at[i].set(token)
         done = done | jnp.any(token == eos_ids)
-        step = _slice(token_edits, dims, n_prompt + i, 1)
+        step = slice_positions(QWEN2_AUDIO, token_edits, dims, n_prompt + i, 1)
         logits, _, cache = decode(params, token[None], None, dims=dims, edits=step, cache=cache,
                                   offset=n_prompt + i, dtype=dtype, precision=precision)
         return i + 1, jnp.argmax(logits[-1]).astype(jnp.int32), cache, out, done

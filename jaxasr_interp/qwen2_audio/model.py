@@ -1,15 +1,18 @@
 """Qwen2-Audio as pure functions: ``encode`` (audio -> LLM embeddings), ``decode`` (the Qwen2
 LLM), ``forward`` (both).
 
-The core is unbatched (one utterance; ``jax.vmap`` makes batches). Both stacks run their
-blocks under ``lax.scan`` over the stacked layer axis. The audio encoder *is* the Whisper
-encoder (:func:`jaxasr_interp.model.encoder_block`, reused), except that padded frames are
+The core is unbatched (one utterance; ``jax.vmap`` makes batches). Qwen2-Audio is one
+:class:`~jaxasr_interp.core.family.Family` (``QWEN2_AUDIO``, in :mod:`.sites`) run by the
+engine (:func:`jaxasr_interp.core.engine.run_stack`), as Whisper is: this module holds only the
+blocks, embeddings and heads that are Qwen's own. The audio encoder *is* the Whisper encoder
+(:func:`jaxasr_interp.whisper.model.encoder_block`, reused), except that padded frames are
 masked out of its attention, its output is average-pooled (stride 2) before the final
 LayerNorm, and a linear projector maps it to the LLM width. The LLM is Qwen2: RMSNorm (float32
 statistics), rotary positions, grouped-query attention, a SwiGLU MLP and an untied ``lm_head``.
 
-Every site of :mod:`.sites` passes through a :class:`~jaxasr_interp.sites.Tap` (edits applied,
-captures recorded), with the edit types of :mod:`jaxasr_interp.edits`.
+Every site of :mod:`.sites` passes through a :class:`~jaxasr_interp.core.sites.Tap` (edits
+applied, captures recorded), with the edit types of :mod:`jaxasr_interp.core.edits`; edits and
+captures reach only the stack they name.
 
 Audio embeddings enter the LLM at the ``<|AUDIO|>`` tokens (``dims.audio_token_id``), in
 order, as transformers' processor expands them (one token per pooled audio embedding of the
@@ -30,12 +33,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxasr_interp.core import layers as L
-from jaxasr_interp.core.edits import resolve
-from jaxasr_interp.whisper.model import _cast, _encoder_blocks, encoder_stem
-from jaxasr_interp.whisper.sites import Tap
+from jaxasr_interp.core.engine import cast, run_stack, unwrap
+from jaxasr_interp.core.sites import Tap
 from jaxasr_interp.qwen2_audio.config import QwenAudioDims, audio_tokens_for, encoder_lengths
-from jaxasr_interp.qwen2_audio.sites import ALL_SITES, BLOCK_SITES, DECODER_SITES, ENCODER_SITES, expand, n_layers, unknown_site
-from jaxasr_interp.qwen2_audio.sites import shape as site_shape
+from jaxasr_interp.qwen2_audio.sites import QWEN2_AUDIO
+from jaxasr_interp.whisper.model import encoder_block, encoder_stem
 
 _STATIC = ("dims", "capture", "dtype", "precision")
 
@@ -61,19 +63,6 @@ def apply_rope(x, cos, sin):
     half = x.shape[-1] // 2
     rotated = jnp.concatenate([-x[..., half:], x[..., :half]], -1)
     return x * cos[:, None].astype(x.dtype) + rotated * sin[:, None].astype(x.dtype)
-
-
-def _split(edits, capture, stack_sites, dims, n_tokens: int):
-    """Resolve one stack's edits; split edits and captures into whole-stack and per-block ones."""
-    for name in edits or {}:
-        if name not in ALL_SITES:
-            raise unknown_site(name)
-    edits = {k: resolve(v, k, site_shape(k, dims, n_tokens), n_layers(k, dims))
-             for k, v in (edits or {}).items() if k in stack_sites}
-    capture = [c for c in capture if c in stack_sites]
-    return ({k: v for k, v in edits.items() if k not in BLOCK_SITES},
-            {k: v for k, v in edits.items() if k in BLOCK_SITES},
-            [c for c in capture if c not in BLOCK_SITES], [c for c in capture if c in BLOCK_SITES])
 
 
 def qwen_block(x, p, tap: Tap, dims: QwenAudioDims, cos, sin, mask, cache=None, offset=None):
@@ -114,41 +103,31 @@ def encode(params, mel, *, dims: QwenAudioDims, n_frames=None, edits=None, captu
     (default: all) -> (audio embeddings [n_audio_ctx // 2, n_text_state], acts)."""
     _check_mel(mel, dims)
     n_frames = dims.n_samples_frames if n_frames is None else n_frames
-    return _encode(params, jnp.asarray(mel), jnp.asarray(n_frames, jnp.int32), dims=dims,
-                   edits=_own(edits, ENCODER_SITES), capture=_mine(capture, ENCODER_SITES), dtype=dtype,
-                   precision=precision)
-
-
-def _own(edits, stack_sites) -> dict:
-    """The edits of one stack: the other stack's stay out of this one's compiled program (a
-    decoder-only sweep reuses one compiled encoder)."""
-    for name in edits or {}:
-        if name not in ALL_SITES:
-            raise unknown_site(name)
-    return {k: v for k, v in (edits or {}).items() if k in stack_sites}
-
-
-def _mine(capture, stack_sites) -> tuple:
-    """The captures of one stack (a static argument: the other stack's must not recompile it)."""
-    return tuple(c for c in expand(capture) if c in stack_sites)
+    edits, capture = QWEN2_AUDIO.own("encoder", edits, capture)
+    return _encode(unwrap(params), jnp.asarray(mel), jnp.asarray(n_frames, jnp.int32), dims=dims,
+                   edits=edits, capture=capture, dtype=dtype, precision=precision)
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def _encode(params, mel, n_frames, *, dims, edits, capture, dtype, precision):
-    stack_edits, block_edits, stack_capture, block_capture = _split(edits, capture, ENCODER_SITES, dims, 0)
     with jax.default_matmul_precision(precision):
-        p = _cast(params["encoder"], dtype)
-        tap = Tap("", stack_edits, stack_capture)
-        x = encoder_stem(mel, p, tap, dtype)
+        p = cast(params["encoder"], dtype)
         # padded frames are hidden as keys (transformers' feature_attention_mask)
-        valid = jnp.arange(x.shape[0]) < encoder_lengths(n_frames)[0]
-        mask = jnp.broadcast_to(valid[None, :], (x.shape[0], x.shape[0]))
-        x, stacked = _encoder_blocks(x, p["blocks"], block_edits, block_capture, dims, mask)
-        n = dims.n_audio_tokens  # AvgPool1d(2, stride 2): an odd last position is dropped
-        x = tap("encoder.pooled", x[: 2 * n].reshape(n, 2, -1).mean(1))
-        x = tap("encoder.ln_post", L.layer_norm(x, p["ln_post"]))
-        x = tap("encoder.proj", L.linear(x, _cast(params["projector"], dtype)))
-    return x, {**tap.captured, **stacked}
+        valid = jnp.arange(dims.n_audio_ctx) < encoder_lengths(n_frames)[0]
+        mask = jnp.broadcast_to(valid[None, :], (dims.n_audio_ctx, dims.n_audio_ctx))
+
+        def head(x, tap):
+            n = dims.n_audio_tokens  # AvgPool1d(2, stride 2): an odd last position is dropped
+            x = tap("encoder.pooled", x[: 2 * n].reshape(n, 2, -1).mean(1))
+            x = tap("encoder.ln_post", L.layer_norm(x, p["ln_post"]))
+            return tap("encoder.proj", L.linear(x, cast(params["projector"], dtype)))
+
+        x, acts, _ = run_stack(
+            QWEN2_AUDIO, "encoder", p, mel, dims=dims, edits=edits, capture=capture, n_tokens=0,
+            embed=lambda mel, tap: encoder_stem(mel, p, tap, dtype),
+            block=lambda x, p_l, tap, _: (encoder_block(x, p_l, tap, dims.n_audio_head, mask), None),
+            head=head)
+    return x, acts
 
 
 def merge_audio(embeds, tokens, audio_embeds, audio_token_id: int):
@@ -166,37 +145,35 @@ def decode(params, tokens, audio_embeds, *, dims: QwenAudioDims, edits=None, cap
     if jnp.ndim(tokens) != 1:
         raise ValueError(f"tokens must be 1-D [T] for one utterance, got shape {jnp.shape(tokens)}; "
                          "use jax.vmap for batches")
-    return _decode(params, jnp.asarray(tokens), audio_embeds, dims=dims, edits=_own(edits, DECODER_SITES),
-                   capture=_mine(capture, DECODER_SITES), cache=cache, offset=offset, dtype=dtype,
-                   precision=precision)
+    edits, capture = QWEN2_AUDIO.own("decoder", edits, capture)
+    return _decode(unwrap(params), jnp.asarray(tokens), audio_embeds, dims=dims, edits=edits,
+                   capture=capture, cache=cache, offset=offset, dtype=dtype, precision=precision)
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def _decode(params, tokens, audio_embeds, *, dims, edits, capture, cache, offset, dtype, precision):
     n_tokens = tokens.shape[0]
-    stack_edits, block_edits, stack_capture, block_capture = _split(edits, capture, DECODER_SITES, dims, n_tokens)
     with jax.default_matmul_precision(precision):
-        p = _cast(params["decoder"], dtype)
-        tap = Tap("", stack_edits, stack_capture)
-        x = p["token_embedding"][tokens]
-        if audio_embeds is not None:
-            x = merge_audio(x, tokens, audio_embeds, dims.audio_token_id)
-        x = tap("decoder.embed", x)
+        p = cast(params["decoder"], dtype)
         positions = offset + jnp.arange(n_tokens)
         cos, sin = rope_tables(positions, dims.d_head, dims.rope_theta)
         key_len = n_tokens if cache is None else cache["k"].shape[-2]
         mask = jnp.arange(key_len)[None, :] <= positions[:, None]
 
-        def body(x, layer):
-            p_l, edits_l, cache_l = layer
-            block_tap = Tap("decoder", edits_l, block_capture)
-            x, cache_l = qwen_block(x, p_l, block_tap, dims, cos, sin, mask, cache_l, offset)
-            return x, (block_tap.captured, cache_l)
+        def embed(tokens, tap):
+            x = p["token_embedding"]["embedding"][tokens]
+            if audio_embeds is not None:
+                x = merge_audio(x, tokens, audio_embeds, dims.audio_token_id)
+            return tap("decoder.embed", x)
 
-        x, (stacked, cache) = jax.lax.scan(body, x, (p["blocks"], block_edits, cache))
-        x = tap("decoder.ln_final", rms_norm(x, p["norm"], dims.rms_eps))
-        logits = tap("logits", L.linear(x, p["lm_head"]).astype(jnp.float32))
-    acts = {**tap.captured, **stacked}
+        def head(x, tap):
+            x = tap("decoder.ln_final", rms_norm(x, p["norm"], dims.rms_eps))
+            return tap("logits", L.linear(x, p["lm_head"]).astype(jnp.float32))
+
+        logits, acts, cache = run_stack(
+            QWEN2_AUDIO, "decoder", p, tokens, dims=dims, edits=edits, capture=capture,
+            n_tokens=n_tokens, embed=embed, head=head, xs=cache,
+            block=lambda x, p_l, tap, cache_l: qwen_block(x, p_l, tap, dims, cos, sin, mask, cache_l, offset))
     return (logits, acts) if cache is None else (logits, acts, cache)
 
 

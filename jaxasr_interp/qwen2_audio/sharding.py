@@ -28,7 +28,7 @@ from jaxasr_interp.qwen2_audio.weights import param_shapes
 _SPLIT = {"attn/query/kernel": -1, "attn/query/bias": -1, "attn/key/kernel": -1, "attn/key/bias": -1,
           "attn/value/kernel": -1, "attn/value/bias": -1, "attn/out/kernel": -2,
           "mlp/gate/kernel": -1, "mlp/up/kernel": -1, "mlp/down/kernel": -2,
-          "decoder/token_embedding": 0, "decoder/lm_head/kernel": -1}
+          "decoder/token_embedding/embedding": 0, "decoder/lm_head/kernel": -1}
 
 
 def partition_spec(path: str, shape: tuple, n_shards: int, axis: str = "model") -> P:

@@ -37,8 +37,9 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from jaxasr_interp.whisper import sites as _sites
-from jaxasr_interp.whisper.sites import ENCODER_BLOCK_SITES, SiteError
+from jaxasr_interp.core.family import Family
+from jaxasr_interp.core.sites import SiteError
+from jaxasr_interp.whisper.sites import ENCODER_BLOCK_SITES
 
 DECODER_BLOCK_SITES = ("resid_pre", "attn.q", "attn.k", "attn.v", "attn.pattern", "attn.z",
                        "attn_out", "resid_mid", "mlp.hidden", "mlp_out", "resid_post")
@@ -51,19 +52,7 @@ BLOCK_SITES = frozenset(f"encoder.{s}" for s in ENCODER_BLOCK_SITES) | frozenset
     f"decoder.{s}" for s in DECODER_BLOCK_SITES)
 
 
-def unknown_site(name: str) -> SiteError:
-    return _sites.unknown_site(name, ALL_SITES, "Qwen2-Audio site")
-
-
-def expand(patterns: Iterable[str] | str | None) -> tuple[str, ...]:
-    """Names and glob patterns (``"decoder.*_out"``) -> site names, in model order."""
-    return _sites.expand(patterns, ALL_SITES, "Qwen2-Audio site")
-
-
-def shape(name: str, dims, n_tokens: int) -> tuple[int, ...]:
-    """Per-layer shape of a site's value (no layer axis) for ``n_tokens`` LLM tokens."""
-    if name not in ALL_SITES:
-        raise unknown_site(name)
+def _shape(name: str, dims, n_tokens: int) -> tuple[int, ...]:
     last = name.rsplit(".", 1)[-1]
     if name.startswith("encoder."):
         s, d, h = dims.n_audio_ctx, dims.n_audio_state, dims.n_audio_head
@@ -75,7 +64,7 @@ def shape(name: str, dims, n_tokens: int) -> tuple[int, ...]:
             return (h, s, s)
         if last in ("q", "k", "v", "z"):
             return (s, h, d // h)
-        return (s, 4 * d if name.endswith("mlp.hidden") else d)
+        return (s, dims.n_audio_ffn if name.endswith("mlp.hidden") else d)
     t, d = n_tokens, dims.n_text_state
     if name == "logits":
         return (t, dims.n_vocab)
@@ -88,8 +77,29 @@ def shape(name: str, dims, n_tokens: int) -> tuple[int, ...]:
     return (t, dims.n_text_ffn if name.endswith("mlp.hidden") else d)
 
 
+QWEN2_AUDIO = Family(
+    what="Qwen2-Audio site",
+    stacks={"encoder": ENCODER_SITES, "decoder": DECODER_SITES},
+    block_sites=BLOCK_SITES,
+    shape_of=_shape,
+    layers={"encoder": lambda dims: dims.n_audio_layer, "decoder": lambda dims: dims.n_text_layer},
+)
+
+
+def unknown_site(name: str) -> SiteError:
+    return QWEN2_AUDIO.unknown(name)
+
+
+def expand(patterns: Iterable[str] | str | None) -> tuple[str, ...]:
+    """Names and glob patterns (``"decoder.*_out"``) -> site names, in model order."""
+    return QWEN2_AUDIO.expand(patterns)
+
+
+def shape(name: str, dims, n_tokens: int) -> tuple[int, ...]:
+    """Per-layer shape of a site's value (no layer axis) for ``n_tokens`` LLM tokens."""
+    return QWEN2_AUDIO.shape(name, dims, n_tokens)
+
+
 def n_layers(name: str, dims) -> int | None:
     """Layers of a block site (the leading axis of its captures and edits), None otherwise."""
-    if name not in BLOCK_SITES:
-        return None
-    return dims.n_audio_layer if name.startswith("encoder.") else dims.n_text_layer
+    return QWEN2_AUDIO.n_layers(name, dims)

@@ -12,7 +12,7 @@ The tree (Flax leaves, kernels ``[in, out]``, blocks stacked ``[L, ...]``)::
 
     encoder    Whisper's encoder tree (weights/layout.py), ln_post applied after pooling
     projector  {kernel [Da, Dt], bias}
-    decoder    token_embedding [V, Dt]; blocks: attn_norm.scale, attn.{query,key,value}
+    decoder    token_embedding.embedding [V, Dt]; blocks: attn_norm.scale, attn.{query,key,value}
                (kernel, bias), attn.out.kernel, mlp_norm.scale, mlp.{gate,up,down}.kernel;
                norm.scale; lm_head.kernel [Dt, V] (a copy of the embedding when tied)
 
@@ -42,10 +42,10 @@ def param_shapes(dims: QwenAudioDims) -> dict:
     da, dt, la, lt = dims.n_audio_state, dims.n_text_state, dims.n_audio_layer, dims.n_text_layer
     dq, dkv, f = dims.n_text_head * dims.d_head, dims.n_kv_head * dims.d_head, dims.n_text_ffn
     return {
-        "encoder": encoder_shapes(dims.n_mels, dims.n_audio_ctx, da, la),
+        "encoder": encoder_shapes(dims.n_mels, dims.n_audio_ctx, da, la, dims.n_audio_ffn),
         "projector": _linear(da, dt),
         "decoder": {
-            "token_embedding": (dims.n_vocab, dt),
+            "token_embedding": {"embedding": (dims.n_vocab, dt)},
             "blocks": {
                 "attn_norm": {"scale": (lt, dt)},
                 "attn": {"query": _linear(dt, dq, layers=lt), "key": _linear(dt, dkv, layers=lt),
@@ -85,12 +85,12 @@ def _name_table(dims: QwenAudioDims) -> list[tuple[str, int | None, str, str]]:
             ("encoder/conv1/bias", None, f"{enc}.conv1.bias", "id"),
             ("encoder/conv2/kernel", None, f"{enc}.conv2.weight", "conv"),
             ("encoder/conv2/bias", None, f"{enc}.conv2.bias", "id"),
-            ("encoder/positional_embedding", None, f"{enc}.embed_positions.weight", "id"),
+            ("encoder/positional_embedding/embedding", None, f"{enc}.embed_positions.weight", "id"),
             ("encoder/ln_post/scale", None, f"{enc}.layer_norm.weight", "id"),
             ("encoder/ln_post/bias", None, f"{enc}.layer_norm.bias", "id"),
             ("projector/kernel", None, "model.multi_modal_projector.linear.weight", "linear"),
             ("projector/bias", None, "model.multi_modal_projector.linear.bias", "id"),
-            ("decoder/token_embedding", None, f"{lm}.embed_tokens.weight", "id"),
+            ("decoder/token_embedding/embedding", None, f"{lm}.embed_tokens.weight", "id"),
             ("decoder/norm/scale", None, f"{lm}.norm.weight", "id")]
     for i in range(dims.n_audio_layer):
         hf = f"{enc}.layers.{i}"
@@ -231,7 +231,9 @@ def load_params(directory) -> tuple[dict, QwenAudioDims]:
     directory = Path(directory).expanduser().absolute()
     try:
         raw = json.loads((directory / DIMS_FILE).read_text())
-        dims = QwenAudioDims(**{f.name: raw[f.name] for f in dataclasses.fields(QwenAudioDims)})
+        # fields with a default (n_audio_ffn ...) may be absent from files written before them
+        dims = QwenAudioDims(**{f.name: raw[f.name] for f in dataclasses.fields(QwenAudioDims)
+                                if f.name in raw or f.default is dataclasses.MISSING})
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{directory / DIMS_FILE}: missing or invalid ({e.__class__.__name__})") from None
     try:

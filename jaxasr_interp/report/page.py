@@ -89,6 +89,7 @@ def _analyse(model, wave, reference, bar, *, alpha, seed, max_new_tokens):
     from jaxasr_interp.lenses.logit import logit_lens
     from jaxasr_interp.whisper.model import encode
     from jaxasr_interp.whisper.text_metrics import normalize, rate, word_errors
+    from jaxasr_interp.whisper.tokenizer import teacher_tokens
 
     tok, dims = model.tokenizer, model.dims
     seconds = len(wave) / SAMPLE_RATE
@@ -111,7 +112,7 @@ def _analyse(model, wave, reference, bar, *, alpha, seed, max_new_tokens):
     figs["encoder_lens"] = plots.plot_encoder_lens(el, mel=mel, seconds=seconds)
     bar.update()
     features, _ = encode(model.params, mel, dims=dims)
-    tokens = prompt + ids + [tok.eot]
+    tokens = teacher_tokens(prompt, ids, tok.eot)
     align = cross_attention_alignment(model.params, features, tokens, len(prompt), dims=dims)
     labels = _token_labels(tok, tokens[len(prompt):])
     n_pos = int(np.ceil(seconds / plots_report.AUDIO_POSITION_SECONDS))

@@ -7,6 +7,8 @@
   ``tokenizer.json`` beside it are used);
 * an openai/whisper ``.pt`` file;
 * a transformers directory (``config.json`` + safetensors or ``pytorch_model.bin``);
+* a transformers Flax directory (``config.json`` + ``flax_model.msgpack``, as on the hub and in
+  whisper-jax), or its ``flax_model.msgpack`` file;
 * a directory written by :func:`.orbax_io.save_params`;
 * a Hugging Face hub id such as ``openai/whisper-tiny`` (cached, or downloaded when online).
 
@@ -65,7 +67,7 @@ def _load_ct2_file(path: Path, source: str) -> LoadedWeights:
 
 
 def _load_dir(directory: Path, source: str) -> LoadedWeights:
-    from jaxasr_interp.weights import hf, orbax_io
+    from jaxasr_interp.weights import flax_msgpack, hf, orbax_io
     if orbax_io.is_orbax_dir(directory):
         params, dims = orbax_io.load_params_dir(directory)
         return LoadedWeights(params, dims, _tokenizer_in(directory), source)
@@ -74,13 +76,16 @@ def _load_dir(directory: Path, source: str) -> LoadedWeights:
     if hf.is_hf_dir(directory):
         params, dims = hf.load_hf_dir(directory)
         return LoadedWeights(params, dims, _tokenizer_in(directory), source)
+    if flax_msgpack.is_flax_dir(directory):
+        params, dims = flax_msgpack.load_flax_dir(directory)
+        return LoadedWeights(params, dims, _tokenizer_in(directory), source)
     raise CheckpointError(
         f"{directory}: no checkpoint found (expected a CTranslate2 model.bin, a transformers config.json with "
-        "model.safetensors or pytorch_model.bin, or a directory written by save_params)")
+        "model.safetensors, pytorch_model.bin or flax_model.msgpack, or a directory written by save_params)")
 
 
 def _load_file(path: Path, source: str) -> LoadedWeights:
-    from jaxasr_interp.weights import hf
+    from jaxasr_interp.weights import flax_msgpack, hf
     name = path.name.lower()
     if name.endswith(".pt") or name.endswith(".pth"):
         from jaxasr_interp.weights.openai_pt import load_openai_pt
@@ -92,8 +97,8 @@ def _load_file(path: Path, source: str) -> LoadedWeights:
                 return _load_dir(path.parent, source)
             raise CheckpointError(f"{path}: a PyTorch state dict without a transformers config.json beside it")
         return _load_ct2_file(path, source)
-    if name.endswith(".safetensors") or name == "config.json":
-        if hf.is_hf_dir(path.parent):
+    if name.endswith((".safetensors", ".msgpack")) or name == "config.json":
+        if hf.is_hf_dir(path.parent) or flax_msgpack.is_flax_dir(path.parent):
             return _load_dir(path.parent, source)
         raise CheckpointError(f"{path}: a transformers file without a complete checkpoint directory around it")
     raise _unknown(source)

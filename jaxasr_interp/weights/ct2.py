@@ -1,6 +1,7 @@
 """CTranslate2 Whisper checkpoints: the mapping of ``model.bin`` variables onto our parameters.
 
-The binary format itself is read and written by :mod:`.ct2_file`.
+The binary format itself is read and written by :mod:`.ct2_file`; the inverse mapping (our
+parameters -> variables) is :mod:`.ct2_export`.
 
 Whisper variable names (``WhisperSpec`` revision 3, read from the bundled files)::
 
@@ -37,9 +38,10 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from jaxasr_interp.whisper.config import WHISPER_HEAD_DIM, Dims
-from jaxasr_interp.weights.layout import CheckpointError, ParamFiller, TensorSource, iter_paths
+from jaxasr_interp.weights.layout import CheckpointError, ParamFiller, TensorSource
 
 from jaxasr_interp.weights.ct2_file import Ct2File, decoded_variables, read_ct2, write_ct2  # noqa: F401  (re-exported)
+from jaxasr_interp.weights.ct2_export import ct2_variables_from_params  # noqa: F401  (re-exported)
 
 # Every released Whisper model has 1500 encoder positions. Only used when a file carries no
 # encoder position encodings (CTranslate2's WhisperSpec always writes them) so that their
@@ -110,137 +112,169 @@ def _count_layers(names: Iterable[str], stack: str) -> int:
     return max(idx) + 1 if idx else 0
 
 
-def params_from_ct2_variables(variables: Mapping[str, np.ndarray], source: str = "CTranslate2 model",
-                              config: Mapping | None = None) -> tuple[dict, Dims]:
-    """Map decoded CTranslate2 variables (see :func:`decoded_variables`) to ``(params, dims)``.
-
-    Dims come from the tensor shapes; head counts from the ``*/num_heads`` scalars, else from
-    ``config`` (``encoder_attention_heads``/``decoder_attention_heads``), else Whisper's
-    64-dimensional heads.
-    """
-    tensors = TensorSource(variables, source)
-    names = list(variables)
-    config = config or {}
-
-    def shape_of(name):
-        if name not in variables:
-            raise CheckpointError(f"{source}: missing tensor {name!r}")
-        return np.shape(variables[name])
-
+def _check_scalars(tensors: TensorSource) -> None:
+    """Read every architecture flag: refuse a wrong one, skip the ignored ones by name."""
     for name, want in _REQUIRED_FLAGS.items():
         got = _scalar(tensors, name)
         if got is not None and got != want:
-            raise CheckpointError(f"{source}: {name!r} is {got}, but Whisper needs {want}")
+            raise CheckpointError(f"{tensors.source}: {name!r} is {got}, but Whisper needs {want}")
     for name in _IGNORED_SCALARS:
         _scalar(tensors, name)
-    for name in names:
-        if name.endswith(_IGNORED_SCALAR_SUFFIXES) and np.ndim(variables[name]) == 0:
+    for name, value in tensors.tensors.items():
+        if name.endswith(_IGNORED_SCALAR_SUFFIXES) and np.ndim(value) == 0:
             tensors.skip(name)
 
-    conv1 = shape_of("encoder/conv1/weight")
-    emb = shape_of("decoder/embeddings/weight")
-    dec_pos = shape_of("decoder/position_encodings/encodings")
+
+def _shape_of(variables: Mapping[str, np.ndarray], name: str, source: str) -> tuple[int, ...]:
+    if name not in variables:
+        raise CheckpointError(f"{source}: missing tensor {name!r}")
+    return np.shape(variables[name])
+
+
+def _ffn_width(variables: Mapping[str, np.ndarray], stack: str) -> int:
+    """Rows of the first block's ``ffn/linear_0/weight`` [ffn, d]; 0 (Whisper's default) when
+    absent, so that the mapping names the missing tensor."""
+    weight = variables.get(f"{stack}/layer_0/ffn/linear_0/weight")
+    return int(np.shape(weight)[0]) if weight is not None and np.ndim(weight) == 2 else 0
+
+
+def _ct2_dims(variables: Mapping[str, np.ndarray], tensors: TensorSource, config: Mapping) -> Dims:
+    """Dims from the tensor shapes; heads from the ``*/num_heads`` scalars, else ``config``,
+    else Whisper's 64-dimensional heads."""
+    source = tensors.source
+    conv1 = _shape_of(variables, "encoder/conv1/weight", source)
+    emb = _shape_of(variables, "decoder/embeddings/weight", source)
+    dec_pos = _shape_of(variables, "decoder/position_encodings/encodings", source)
     if len(conv1) != 3 or len(emb) != 2 or len(dec_pos) != 2:
         raise CheckpointError(f"{source}: encoder/conv1/weight {conv1}, decoder/embeddings/weight {emb} or "
                               f"decoder/position_encodings/encodings {dec_pos} has the wrong rank")
     da, dt = conv1[0], emb[1]
-    has_enc_pos = "encoder/position_encodings/encodings" in variables
-    n_audio_ctx = shape_of("encoder/position_encodings/encodings")[0] if has_enc_pos else WHISPER_N_AUDIO_CTX
+    enc_pos = "encoder/position_encodings/encodings"
+    n_audio_ctx = _shape_of(variables, enc_pos, source)[0] if enc_pos in variables else WHISPER_N_AUDIO_CTX
     heads = {}
     for stack, d, cfg_key in (("encoder", da, "encoder_attention_heads"), ("decoder", dt, "decoder_attention_heads")):
         n = _scalar(tensors, f"{stack}/num_heads")
         heads[stack] = n or config.get(cfg_key) or max(d // WHISPER_HEAD_DIM, 1)
+    names = list(variables)
     try:
-        dims = Dims(n_mels=conv1[1], n_audio_ctx=n_audio_ctx, n_audio_state=da, n_audio_head=heads["encoder"],
+        return Dims(n_mels=conv1[1], n_audio_ctx=n_audio_ctx, n_audio_state=da, n_audio_head=heads["encoder"],
                     n_audio_layer=_count_layers(names, "encoder"), n_vocab=emb[0], n_text_ctx=dec_pos[0],
-                    n_text_state=dt, n_text_head=heads["decoder"], n_text_layer=_count_layers(names, "decoder"))
+                    n_text_state=dt, n_text_head=heads["decoder"], n_text_layer=_count_layers(names, "decoder"),
+                    n_audio_ffn=_ffn_width(variables, "encoder"), n_text_ffn=_ffn_width(variables, "decoder"))
     except ValueError as e:
         raise CheckpointError(f"{source}: inconsistent model dimensions: {e}") from None
 
-    filler = ParamFiller(dims, source)
 
-    def put(path, name, kind="id", layer=None):
-        value = tensors.take(name)
-        origin = name
+class _Mapper:
+    """Moves CTranslate2 variables into a :class:`ParamFiller`, transposing and splitting."""
+
+    def __init__(self, tensors: TensorSource, dims: Dims):
+        self.tensors, self.dims = tensors, dims
+        self.filler = ParamFiller(dims, tensors.source)
+
+    def put(self, path, name, kind="id", layer=None):
+        value, origin = self.tensors.take(name), name
         if (kind == "linear" and value.ndim == 2) or (kind == "conv" and value.ndim == 3):
             origin = f"{name} (stored as {value.shape}, transposed)"
             value = value.T if kind == "linear" else value.transpose(2, 1, 0)
-        filler.put(path, value, layer=layer, origin=origin)
+        self.filler.put(path, value, layer=layer, origin=origin)
 
-    def put_value(path, value, name, layer=None, kind="id"):
-        filler.put(path, value.T if kind == "linear" else value, layer=layer, origin=name)
+    def put_value(self, path, value, name, layer=None, kind="id"):
+        self.filler.put(path, value.T if kind == "linear" else value, layer=layer, origin=name)
 
-    def norm(path, prefix, layer=None):
-        put(f"{path}/scale", f"{prefix}/gamma", layer=layer)
-        put(f"{path}/bias", f"{prefix}/beta", layer=layer)
+    def norm(self, path, prefix, layer=None):
+        self.put(f"{path}/scale", f"{prefix}/gamma", layer=layer)
+        self.put(f"{path}/bias", f"{prefix}/beta", layer=layer)
 
-    def linear(path, prefix, layer=None):
-        put(f"{path}/kernel", f"{prefix}/weight", "linear", layer)
-        put(f"{path}/bias", f"{prefix}/bias", layer=layer)
+    def linear(self, path, prefix, layer=None):
+        self.put(f"{path}/kernel", f"{prefix}/weight", "linear", layer)
+        self.put(f"{path}/bias", f"{prefix}/bias", layer=layer)
 
-    def self_attention(stack, i, d):
+    def self_attention(self, stack, i, d):
         ct, ours = f"{stack}/layer_{i}/self_attention", f"{stack}/blocks/attn"
-        norm(f"{stack}/blocks/attn_ln", f"{ct}/layer_norm", i)
-        wq, wk, wv = _split_rows(tensors, f"{ct}/linear_0/weight", d, 3)
-        bq, bk, bv = _split_rows(tensors, f"{ct}/linear_0/bias", d, 3)
-        _check_zero(tensors, f"{ct}/linear_0/bias", bk)
+        self.norm(f"{stack}/blocks/attn_ln", f"{ct}/layer_norm", i)
+        wq, wk, wv = _split_rows(self.tensors, f"{ct}/linear_0/weight", d, 3)
+        bq, bk, bv = _split_rows(self.tensors, f"{ct}/linear_0/bias", d, 3)
+        _check_zero(self.tensors, f"{ct}/linear_0/bias", bk)
         for proj, w, b in (("query", wq, bq), ("key", wk, None), ("value", wv, bv)):
-            put_value(f"{ours}/{proj}/kernel", w, f"{ct}/linear_0/weight", i, "linear")
+            self.put_value(f"{ours}/{proj}/kernel", w, f"{ct}/linear_0/weight", i, "linear")
             if b is not None:
-                put_value(f"{ours}/{proj}/bias", b, f"{ct}/linear_0/bias", i)
-        linear(f"{ours}/out", f"{ct}/linear_1", i)
+                self.put_value(f"{ours}/{proj}/bias", b, f"{ct}/linear_0/bias", i)
+        self.linear(f"{ours}/out", f"{ct}/linear_1", i)
 
-    def cross_attention(i, d):
+    def cross_attention(self, i, d):
         ct, ours = f"decoder/layer_{i}/attention", "decoder/blocks/cross_attn"
-        norm("decoder/blocks/cross_attn_ln", f"{ct}/layer_norm", i)
-        linear(f"{ours}/query", f"{ct}/linear_0", i)
-        wk, wv = _split_rows(tensors, f"{ct}/linear_1/weight", d, 2)
-        bk, bv = _split_rows(tensors, f"{ct}/linear_1/bias", d, 2)
-        _check_zero(tensors, f"{ct}/linear_1/bias", bk)
-        put_value(f"{ours}/key/kernel", wk, f"{ct}/linear_1/weight", i, "linear")
-        put_value(f"{ours}/value/kernel", wv, f"{ct}/linear_1/weight", i, "linear")
-        put_value(f"{ours}/value/bias", bv, f"{ct}/linear_1/bias", i)
-        linear(f"{ours}/out", f"{ct}/linear_2", i)
+        self.norm("decoder/blocks/cross_attn_ln", f"{ct}/layer_norm", i)
+        self.linear(f"{ours}/query", f"{ct}/linear_0", i)
+        wk, wv = _split_rows(self.tensors, f"{ct}/linear_1/weight", d, 2)
+        bk, bv = _split_rows(self.tensors, f"{ct}/linear_1/bias", d, 2)
+        _check_zero(self.tensors, f"{ct}/linear_1/bias", bk)
+        self.put_value(f"{ours}/key/kernel", wk, f"{ct}/linear_1/weight", i, "linear")
+        self.put_value(f"{ours}/value/kernel", wv, f"{ct}/linear_1/weight", i, "linear")
+        self.put_value(f"{ours}/value/bias", bv, f"{ct}/linear_1/bias", i)
+        self.linear(f"{ours}/out", f"{ct}/linear_2", i)
 
-    def ffn(stack, i):
+    def ffn(self, stack, i):
         ct = f"{stack}/layer_{i}/ffn"
-        norm(f"{stack}/blocks/mlp_ln", f"{ct}/layer_norm", i)
-        linear(f"{stack}/blocks/mlp1", f"{ct}/linear_0", i)
-        linear(f"{stack}/blocks/mlp2", f"{ct}/linear_1", i)
+        self.norm(f"{stack}/blocks/mlp_ln", f"{ct}/layer_norm", i)
+        self.linear(f"{stack}/blocks/mlp1", f"{ct}/linear_0", i)
+        self.linear(f"{stack}/blocks/mlp2", f"{ct}/linear_1", i)
 
-    for conv in ("conv1", "conv2"):
-        put(f"encoder/{conv}/kernel", f"encoder/{conv}/weight", "conv")
-        put(f"encoder/{conv}/bias", f"encoder/{conv}/bias")
-    if has_enc_pos:
-        put("encoder/positional_embedding", "encoder/position_encodings/encodings")
-    else:
-        # CTranslate2 files carry the encoder's sinusoidal encodings; should one not, they are
-        # the fixed function openai/whisper computes, not learned weights, so recompute them.
-        filler.put("encoder/positional_embedding", sinusoids(n_audio_ctx, da), origin="sinusoids()")
-    norm("encoder/ln_post", "encoder/layer_norm")
-    for i in range(dims.n_audio_layer):
-        self_attention("encoder", i, da)
-        ffn("encoder", i)
+    def encoder(self):
+        dims = self.dims
+        for conv in ("conv1", "conv2"):
+            self.put(f"encoder/{conv}/kernel", f"encoder/{conv}/weight", "conv")
+            self.put(f"encoder/{conv}/bias", f"encoder/{conv}/bias")
+        if "encoder/position_encodings/encodings" in self.tensors:
+            self.put("encoder/positional_embedding/embedding", "encoder/position_encodings/encodings")
+        else:
+            # CTranslate2 files carry the encoder's sinusoidal encodings; should one not, they are
+            # the fixed function openai/whisper computes, not learned weights, so recompute them.
+            self.filler.put("encoder/positional_embedding/embedding",
+                            sinusoids(dims.n_audio_ctx, dims.n_audio_state), origin="sinusoids()")
+        self.norm("encoder/ln_post", "encoder/layer_norm")
+        for i in range(dims.n_audio_layer):
+            self.self_attention("encoder", i, dims.n_audio_state)
+            self.ffn("encoder", i)
 
-    put("decoder/token_embedding", "decoder/embeddings/weight")
-    put("decoder/positional_embedding", "decoder/position_encodings/encodings")
-    norm("decoder/ln", "decoder/layer_norm")
-    for i in range(dims.n_text_layer):
-        self_attention("decoder", i, dt)
-        cross_attention(i, dt)
-        ffn("decoder", i)
+    def decoder(self):
+        self.put("decoder/token_embedding/embedding", "decoder/embeddings/weight")
+        self.put("decoder/positional_embedding/embedding", "decoder/position_encodings/encodings")
+        self.norm("decoder/ln", "decoder/layer_norm")
+        for i in range(self.dims.n_text_layer):
+            self.self_attention("decoder", i, self.dims.n_text_state)
+            self.cross_attention(i, self.dims.n_text_state)
+            self.ffn("decoder", i)
 
-    # The output projection is tied to the token embedding: an alias in CTranslate2 files.
+
+def _check_projection(tensors: TensorSource) -> None:
+    """The output projection is tied to the token embedding: an alias in CTranslate2 files, or
+    a copy; a different tensor (or a nonzero bias) is refused."""
     if "decoder/projection/weight" in tensors:
         proj = tensors.take("decoder/projection/weight")
-        if not np.array_equal(proj, variables["decoder/embeddings/weight"]):
-            raise CheckpointError(f"{source}: decoder/projection/weight differs from the token embedding; "
+        if not np.array_equal(proj, tensors.tensors["decoder/embeddings/weight"]):
+            raise CheckpointError(f"{tensors.source}: decoder/projection/weight differs from the token embedding; "
                                   "Whisper ties them and so does this library")
     if "decoder/projection/bias" in tensors:
         _check_zero(tensors, "decoder/projection/bias", tensors.take("decoder/projection/bias"))
 
+
+def params_from_ct2_variables(variables: Mapping[str, np.ndarray], source: str = "CTranslate2 model",
+                              config: Mapping | None = None) -> tuple[dict, Dims]:
+    """Map decoded CTranslate2 variables (see :func:`decoded_variables`) to ``(params, dims)``.
+
+    Dims come from the tensor shapes (the MLP widths from the first block's ``ffn/linear_0``);
+    head counts from the ``*/num_heads`` scalars, else from ``config``
+    (``encoder_attention_heads``/``decoder_attention_heads``), else Whisper's 64-dimensional heads.
+    """
+    tensors = TensorSource(variables, source)
+    _check_scalars(tensors)
+    mapper = _Mapper(tensors, _ct2_dims(variables, tensors, config or {}))
+    mapper.encoder()
+    mapper.decoder()
+    _check_projection(tensors)
     tensors.check_all_taken()
-    return filler.finish(), dims
+    return mapper.filler.finish(), mapper.dims
 
 
 def read_ct2_config(directory: str | os.PathLike) -> dict:
@@ -262,60 +296,3 @@ def load_ct2(path_or_parts: str | os.PathLike | Sequence[str | os.PathLike],
     if ct2.spec_name and ct2.spec_name != "WhisperSpec":
         raise CheckpointError(f"{ct2.source}: a CTranslate2 {ct2.spec_name}, not a WhisperSpec model")
     return params_from_ct2_variables(decoded_variables(ct2), ct2.source, config)
-
-
-def ct2_variables_from_params(params: Mapping, dims: Dims) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """The inverse mapping: float32 CTranslate2 variables (scalars as int8/int16) and aliases,
-    as the CTranslate2 Whisper converter writes them. For tests and :func:`write_ct2`."""
-    flat = {k: np.asarray(v, np.float32) for k, v in iter_paths(params)}
-    out: dict[str, np.ndarray] = {
-        "decoder/activation": np.int8(_GELU), "decoder/alibi": np.int8(0),
-        "decoder/alignment_heads": np.int16(1), "decoder/alignment_layer": np.int16(-1),
-        "decoder/num_heads": np.int16(dims.n_text_head), "decoder/pre_norm": np.int8(1),
-        "decoder/scale_embeddings": np.int8(0), "decoder/start_from_zero_embedding": np.int8(0),
-        "encoder/num_heads": np.int16(dims.n_audio_head),
-        "decoder/embeddings/weight": flat["decoder/token_embedding"],
-        "decoder/position_encodings/encodings": flat["decoder/positional_embedding"],
-        "encoder/position_encodings/encodings": flat["encoder/positional_embedding"],
-    }
-    for stack, ln in (("encoder", "ln_post"), ("decoder", "ln")):
-        out[f"{stack}/layer_norm/gamma"] = flat[f"{stack}/{ln}/scale"]
-        out[f"{stack}/layer_norm/beta"] = flat[f"{stack}/{ln}/bias"]
-    for conv in ("conv1", "conv2"):
-        out[f"encoder/{conv}/weight"] = flat[f"encoder/{conv}/kernel"].transpose(2, 1, 0)
-        out[f"encoder/{conv}/bias"] = flat[f"encoder/{conv}/bias"]
-
-    def blk(stack, name, i):
-        return flat[f"{stack}/blocks/{name}"][i]
-
-    for stack, n in (("encoder", dims.n_audio_layer), ("decoder", dims.n_text_layer)):
-        for i in range(n):
-            pre = f"{stack}/layer_{i}"
-            pairs = [("self_attention", "attn_ln"), ("ffn", "mlp_ln")]
-            if stack == "decoder":
-                pairs.append(("attention", "cross_attn_ln"))
-            for ct, ours in pairs:
-                out[f"{pre}/{ct}/layer_norm/gamma"] = blk(stack, f"{ours}/scale", i)
-                out[f"{pre}/{ct}/layer_norm/beta"] = blk(stack, f"{ours}/bias", i)
-            a = "attn"
-            zeros = np.zeros_like(blk(stack, f"{a}/query/bias", i))
-            out[f"{pre}/self_attention/linear_0/weight"] = np.concatenate(
-                [blk(stack, f"{a}/{p}/kernel", i).T for p in ("query", "key", "value")])
-            out[f"{pre}/self_attention/linear_0/bias"] = np.concatenate(
-                [blk(stack, f"{a}/query/bias", i), zeros, blk(stack, f"{a}/value/bias", i)])
-            out[f"{pre}/self_attention/linear_1/weight"] = blk(stack, f"{a}/out/kernel", i).T
-            out[f"{pre}/self_attention/linear_1/bias"] = blk(stack, f"{a}/out/bias", i)
-            for j, mlp in enumerate(("mlp1", "mlp2")):
-                out[f"{pre}/ffn/linear_{j}/weight"] = blk(stack, f"{mlp}/kernel", i).T
-                out[f"{pre}/ffn/linear_{j}/bias"] = blk(stack, f"{mlp}/bias", i)
-            if stack == "decoder":
-                c = "cross_attn"
-                out[f"{pre}/attention/linear_0/weight"] = blk(stack, f"{c}/query/kernel", i).T
-                out[f"{pre}/attention/linear_0/bias"] = blk(stack, f"{c}/query/bias", i)
-                out[f"{pre}/attention/linear_1/weight"] = np.concatenate(
-                    [blk(stack, f"{c}/key/kernel", i).T, blk(stack, f"{c}/value/kernel", i).T])
-                out[f"{pre}/attention/linear_1/bias"] = np.concatenate([zeros, blk(stack, f"{c}/value/bias", i)])
-                out[f"{pre}/attention/linear_2/weight"] = blk(stack, f"{c}/out/kernel", i).T
-                out[f"{pre}/attention/linear_2/bias"] = blk(stack, f"{c}/out/bias", i)
-    out = {k: np.asarray(v, order="C") for k, v in out.items()}
-    return out, {"decoder/projection/weight": "decoder/embeddings/weight"}

@@ -22,6 +22,9 @@ _ATTN = {"query": "q_proj", "key": "k_proj", "value": "v_proj", "out": "out_proj
 _ENC_BLOCK = {"attn_ln": "self_attn_layer_norm", "mlp_ln": "final_layer_norm", "mlp1": "fc1", "mlp2": "fc2"}
 _DEC_BLOCK = {**_ENC_BLOCK, "cross_attn_ln": "encoder_attn_layer_norm"}
 _DEC_ATTN = {"attn": "self_attn", "cross_attn": "encoder_attn"}
+# WhisperConfig's default FFN widths: what transformers builds from a config.json without them
+# (its save_pretrained always writes them; only hand-written configs can lack them).
+HF_DEFAULT_FFN = 1536
 
 
 def dims_from_hf_config(cfg: Mapping) -> Dims:
@@ -31,9 +34,13 @@ def dims_from_hf_config(cfg: Mapping) -> Dims:
             n_audio_state=cfg["d_model"], n_audio_head=cfg["encoder_attention_heads"],
             n_audio_layer=cfg["encoder_layers"], n_vocab=cfg["vocab_size"],
             n_text_ctx=cfg["max_target_positions"], n_text_state=cfg["d_model"],
-            n_text_head=cfg["decoder_attention_heads"], n_text_layer=cfg["decoder_layers"])
+            n_text_head=cfg["decoder_attention_heads"], n_text_layer=cfg["decoder_layers"],
+            n_audio_ffn=cfg.get("encoder_ffn_dim", HF_DEFAULT_FFN),
+            n_text_ffn=cfg.get("decoder_ffn_dim", HF_DEFAULT_FFN))
     except KeyError as e:
         raise CheckpointError(f"config.json lacks {e.args[0]!r}: is this a Whisper checkpoint?") from None
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"config.json: invalid Whisper dimensions ({e})") from None
 
 
 def hf_config_from_dims(dims: Dims) -> dict:
@@ -44,10 +51,10 @@ def hf_config_from_dims(dims: Dims) -> dict:
         "architectures": ["WhisperForConditionalGeneration"], "model_type": "whisper",
         "num_mel_bins": dims.n_mels, "max_source_positions": dims.n_audio_ctx,
         "d_model": dims.n_audio_state, "encoder_attention_heads": dims.n_audio_head,
-        "encoder_layers": dims.n_audio_layer, "encoder_ffn_dim": 4 * dims.n_audio_state,
+        "encoder_layers": dims.n_audio_layer, "encoder_ffn_dim": dims.n_audio_ffn,
         "vocab_size": dims.n_vocab, "max_target_positions": dims.n_text_ctx,
         "decoder_attention_heads": dims.n_text_head, "decoder_layers": dims.n_text_layer,
-        "decoder_ffn_dim": 4 * dims.n_text_state, "activation_function": "gelu",
+        "decoder_ffn_dim": dims.n_text_ffn, "activation_function": "gelu",
         "scale_embedding": False, "tie_word_embeddings": True,
     }
 
@@ -59,11 +66,11 @@ def _name_table(dims: Dims) -> list[tuple[str, int | None, str, str]]:
         ("encoder/conv1/bias", None, "model.encoder.conv1.bias", "id"),
         ("encoder/conv2/kernel", None, "model.encoder.conv2.weight", "conv"),
         ("encoder/conv2/bias", None, "model.encoder.conv2.bias", "id"),
-        ("encoder/positional_embedding", None, "model.encoder.embed_positions.weight", "id"),
+        ("encoder/positional_embedding/embedding", None, "model.encoder.embed_positions.weight", "id"),
         ("encoder/ln_post/scale", None, "model.encoder.layer_norm.weight", "id"),
         ("encoder/ln_post/bias", None, "model.encoder.layer_norm.bias", "id"),
-        ("decoder/token_embedding", None, "model.decoder.embed_tokens.weight", "id"),
-        ("decoder/positional_embedding", None, "model.decoder.embed_positions.weight", "id"),
+        ("decoder/token_embedding/embedding", None, "model.decoder.embed_tokens.weight", "id"),
+        ("decoder/positional_embedding/embedding", None, "model.decoder.embed_positions.weight", "id"),
         ("decoder/ln/scale", None, "model.decoder.layer_norm.weight", "id"),
         ("decoder/ln/bias", None, "model.decoder.layer_norm.bias", "id"),
     ]

@@ -3,7 +3,7 @@
 :func:`hub_snapshot` resolves an id to a local snapshot directory through
 ``huggingface_hub.snapshot_download``, fetching only configs, tokenizer files and weights
 (safetensors, or a CTranslate2 ``model.bin``; ``pytorch_model*.bin`` only when a repository
-has nothing else). Offline (``HF_HUB_OFFLINE=1``, or the hub unreachable) a cached snapshot is
+has nothing else, then ``flax_model*.msgpack`` only when it has not even those). Offline (``HF_HUB_OFFLINE=1``, or the hub unreachable) a cached snapshot is
 used; when there is none the error says so in one line and says what to do.
 """
 
@@ -18,6 +18,7 @@ from jaxasr_interp.weights.layout import CheckpointError
 HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*/[A-Za-z0-9_.\-]+$")
 ALLOW_PATTERNS = ["config.json", "*.json", "*.safetensors", "model.bin", "vocabulary.txt", "*.tiktoken"]
 TORCH_PATTERNS = ["pytorch_model*.bin"]
+FLAX_PATTERNS = ["flax_model*.msgpack"]
 _TRUE = {"1", "on", "yes", "true"}
 
 
@@ -43,7 +44,7 @@ def _cache_dir() -> str | None:
 
 def _has_weights(directory: Path) -> bool:
     return any(directory.glob("*.safetensors")) or (directory / "model.bin").is_file() or \
-        any(directory.glob("pytorch_model*.bin"))
+        any(directory.glob("pytorch_model*.bin")) or any(directory.glob("flax_model*.msgpack"))
 
 
 def _unreachable(repo_id: str) -> CheckpointError:
@@ -68,8 +69,9 @@ def hub_snapshot(repo_id: str, revision: str | None = None) -> Path:
 
     try:
         directory = download(ALLOW_PATTERNS)
-        if not _has_weights(directory) and not offline:
-            directory = download(ALLOW_PATTERNS + TORCH_PATTERNS)
+        for fallback in (TORCH_PATTERNS, FLAX_PATTERNS):
+            if not _has_weights(directory) and not offline:
+                directory = download(ALLOW_PATTERNS + fallback)
     except GatedRepoError:
         raise CheckpointError(f"model {repo_id} is gated on the Hugging Face hub: accept its terms and log in "
                               "(huggingface-cli login), or pass a local directory") from None
@@ -87,5 +89,5 @@ def hub_snapshot(repo_id: str, revision: str | None = None) -> Path:
         raise
     if not _has_weights(directory):
         raise CheckpointError(f"model {repo_id}: the snapshot in {directory} has no weights "
-                              "(no *.safetensors, model.bin or pytorch_model*.bin)")
+                              "(no *.safetensors, model.bin, pytorch_model*.bin or flax_model*.msgpack)")
     return directory

@@ -43,18 +43,20 @@ def _attention(d, layers):
     }
 
 
-def _mlp(d, layers):
-    return {"mlp_ln": _norm(d, layers), "mlp1": _linear(d, 4 * d, layers=layers),
-            "mlp2": _linear(4 * d, d, layers=layers)}
+def _mlp(d, ffn, layers):
+    return {"mlp_ln": _norm(d, layers), "mlp1": _linear(d, ffn, layers=layers),
+            "mlp2": _linear(ffn, d, layers=layers)}
 
 
-def encoder_shapes(n_mels: int, n_ctx: int, d: int, layers: int) -> dict:
-    """The Whisper audio encoder's parameter shapes (also Qwen2-Audio's encoder)."""
+def encoder_shapes(n_mels: int, n_ctx: int, d: int, layers: int, ffn: int | None = None) -> dict:
+    """The Whisper audio encoder's parameter shapes (also Qwen2-Audio's encoder); ``ffn`` is the
+    MLP width (default ``4 * d``)."""
     return {
         "conv1": {"kernel": (3, n_mels, d), "bias": (d,)},
         "conv2": {"kernel": (3, d, d), "bias": (d,)},
-        "positional_embedding": (n_ctx, d),
-        "blocks": {"attn_ln": _norm(d, layers), "attn": _attention(d, layers), **_mlp(d, layers)},
+        "positional_embedding": {"embedding": (n_ctx, d)},
+        "blocks": {"attn_ln": _norm(d, layers), "attn": _attention(d, layers),
+                   **_mlp(d, 4 * d if ffn is None else ffn, layers)},
         "ln_post": _norm(d),
     }
 
@@ -64,13 +66,13 @@ def param_shapes(dims: Dims) -> dict:
     da, dt = dims.n_audio_state, dims.n_text_state
     la, lt = dims.n_audio_layer, dims.n_text_layer
     return {
-        "encoder": encoder_shapes(dims.n_mels, dims.n_audio_ctx, da, la),
+        "encoder": encoder_shapes(dims.n_mels, dims.n_audio_ctx, da, la, dims.n_audio_ffn),
         "decoder": {
-            "token_embedding": (dims.n_vocab, dt),
-            "positional_embedding": (dims.n_text_ctx, dt),
+            "token_embedding": {"embedding": (dims.n_vocab, dt)},
+            "positional_embedding": {"embedding": (dims.n_text_ctx, dt)},
             "blocks": {"attn_ln": _norm(dt, lt), "attn": _attention(dt, lt),
                        "cross_attn_ln": _norm(dt, lt), "cross_attn": _attention(dt, lt),
-                       **_mlp(dt, lt)},
+                       **_mlp(dt, dims.n_text_ffn, lt)},
             "ln": _norm(dt),
         },
     }

@@ -5,6 +5,10 @@ pickles anything beyond tensors and plain containers is refused. torch is import
 inside the functions here. Names are openai's (``encoder.blocks.0.attn.query.weight``,
 ``mlp.0``/``mlp.2``, ``decoder.token_embedding.weight`` ...); linear weights are
 ``[out, in]`` and convs ``[out, in, width]``, transposed into the Flax layout of :mod:`.layout`.
+
+openai's ``dims`` has no MLP widths (its model builds ``4 * n_state``): they are read from the
+``mlp.0`` weights' shapes, and a model whose widths are not ``4 * n_state`` cannot be written
+in this format (openai/whisper could not load it).
 """
 
 from __future__ import annotations
@@ -36,11 +40,11 @@ def _name_table(dims: Dims) -> list[tuple[str, int | None, str, str]]:
         ("encoder/conv1/bias", None, "encoder.conv1.bias", "id"),
         ("encoder/conv2/kernel", None, "encoder.conv2.weight", "conv"),
         ("encoder/conv2/bias", None, "encoder.conv2.bias", "id"),
-        ("encoder/positional_embedding", None, "encoder.positional_embedding", "id"),
+        ("encoder/positional_embedding/embedding", None, "encoder.positional_embedding", "id"),
         ("encoder/ln_post/scale", None, "encoder.ln_post.weight", "id"),
         ("encoder/ln_post/bias", None, "encoder.ln_post.bias", "id"),
-        ("decoder/token_embedding", None, "decoder.token_embedding.weight", "id"),
-        ("decoder/positional_embedding", None, "decoder.positional_embedding", "id"),
+        ("decoder/token_embedding/embedding", None, "decoder.token_embedding.weight", "id"),
+        ("decoder/positional_embedding/embedding", None, "decoder.positional_embedding", "id"),
         ("decoder/ln/scale", None, "decoder.ln.weight", "id"),
         ("decoder/ln/bias", None, "decoder.ln.bias", "id"),
     ]
@@ -83,15 +87,26 @@ def openai_state_dict_from_params(params: Mapping, dims: Dims) -> dict[str, np.n
     return state_dict_by_table(params, _name_table(dims))
 
 
-def _dims_from_dict(d, source: str) -> Dims:
+# openai's ModelDimensions: Dims' fields without a default (not the FFN widths)
+OPENAI_FIELDS = tuple(f.name for f in dataclasses.fields(Dims) if f.default is dataclasses.MISSING)
+
+
+def _ffn_width(state: Mapping, stack: str) -> int:
+    """The MLP width from the first block's ``mlp.0`` weight [ffn, state] (0, Whisper's default,
+    when absent: the filler then reports the missing tensor)."""
+    weight = state.get(f"{stack}.blocks.0.mlp.0.weight")
+    return int(np.shape(weight)[0]) if weight is not None and np.ndim(weight) == 2 else 0
+
+
+def _dims_from_dict(d, source: str, state: Mapping) -> Dims:
     if not isinstance(d, Mapping):
         raise CheckpointError(f"{source}: 'dims' is a {type(d).__name__}, expected a dict of model dimensions")
-    fields = [f.name for f in dataclasses.fields(Dims)]
-    missing = [f for f in fields if f not in d]
+    missing = [f for f in OPENAI_FIELDS if f not in d]
     if missing:
         raise CheckpointError(f"{source}: 'dims' lacks {', '.join(missing)}")
     try:
-        return Dims(**{f: int(d[f]) for f in fields})
+        return Dims(**{f: int(d[f]) for f in OPENAI_FIELDS}, n_audio_ffn=_ffn_width(state, "encoder"),
+                    n_text_ffn=_ffn_width(state, "decoder"))
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{source}: invalid dims: {e}") from None
 
@@ -129,7 +144,6 @@ def load_openai_pt(path: str | os.PathLike) -> tuple[dict, Dims]:
     extra = sorted(set(ckpt) - {"dims", "model_state_dict"})
     if extra:
         raise CheckpointError(f"{path}: unexpected top-level entries {extra} beside 'dims' and 'model_state_dict'")
-    dims = _dims_from_dict(ckpt["dims"], str(path))
     state = {}
     for name, value in ckpt["model_state_dict"].items():
         if not isinstance(value, torch.Tensor):
@@ -138,14 +152,20 @@ def load_openai_pt(path: str | os.PathLike) -> tuple[dict, Dims]:
             state[name] = np.zeros(())  # skipped by name; sparse/bool buffers need no conversion
             continue
         state[name] = value.detach().to(torch.float32).numpy()
+    dims = _dims_from_dict(ckpt["dims"], str(path), state)
     return params_from_openai_state_dict(state, dims, source=str(path)), dims
 
 
 def save_openai_pt(params: Mapping, dims: Dims, path: str | os.PathLike, dtype: str = "float32") -> Path:
-    """Write an openai/whisper-style ``.pt`` (``dtype`` "float16" as openai ships them)."""
+    """Write an openai/whisper-style ``.pt`` (``dtype`` "float16" as openai ships them); its
+    ``dims`` holds openai's fields only, so that ``whisper.load_model`` reads it."""
     import torch
+    if (dims.n_audio_ffn, dims.n_text_ffn) != (4 * dims.n_audio_state, 4 * dims.n_text_state):
+        raise ValueError(f"openai/whisper's format assumes MLP widths of 4 * state; these dims have "
+                         f"{dims.n_audio_ffn} and {dims.n_text_ffn} (use the transformers or flax format)")
     path = Path(path)
     tdtype = {"float32": torch.float32, "float16": torch.float16}[dtype]
     sd = {k: torch.from_numpy(v).to(tdtype) for k, v in openai_state_dict_from_params(params, dims).items()}
-    torch.save({"dims": dataclasses.asdict(dims), "model_state_dict": sd}, str(path))
+    openai_dims = {f: getattr(dims, f) for f in OPENAI_FIELDS}
+    torch.save({"dims": openai_dims, "model_state_dict": sd}, str(path))
     return path

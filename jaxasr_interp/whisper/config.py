@@ -5,6 +5,11 @@ argument of jitted functions. Presets cover every public Whisper size; ``Dims.fr
 recovers the dimensions from a parameter tree (head counts are not visible in shapes, so they
 are taken from the checkpoint when it records them and otherwise from Whisper's fixed
 64-dimensional heads).
+
+The MLP widths ``n_audio_ffn`` / ``n_text_ffn`` (transformers' ``encoder_ffn_dim`` /
+``decoder_ffn_dim``) are keyword fields whose default, 0, means Whisper's ``4 * state``: it is
+resolved when the ``Dims`` is made, so ``Dims(...)`` without them equals (and hashes as) the same
+``Dims`` with the widths spelled out, and the field always holds the real width.
 """
 
 from __future__ import annotations
@@ -28,8 +33,13 @@ class Dims:
     n_text_state: int
     n_text_head: int
     n_text_layer: int
+    n_audio_ffn: int = dataclasses.field(default=0, kw_only=True)  # 0: 4 * n_audio_state
+    n_text_ffn: int = dataclasses.field(default=0, kw_only=True)   # 0: 4 * n_text_state
 
     def __post_init__(self):
+        for ffn, state in (("n_audio_ffn", self.n_audio_state), ("n_text_ffn", self.n_text_state)):
+            if type(getattr(self, ffn)) is int and getattr(self, ffn) == 0 and isinstance(state, int):
+                object.__setattr__(self, ffn, 4 * state)  # frozen: the default resolved once
         for name, value in dataclasses.asdict(self).items():
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"Dims.{name} must be a positive int, got {value!r}")
@@ -49,25 +59,28 @@ class Dims:
         return self.n_vocab >= 51865
 
     def replace(self, **changes) -> "Dims":
+        """A copy with ``changes``; the FFN widths are kept unless given (0: ``4 * state`` again)."""
         return dataclasses.replace(self, **changes)
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], n_audio_head: int | None = None,
                     n_text_head: int | None = None) -> "Dims":
         enc, dec = params["encoder"], params["decoder"]
-        n_audio_state = enc["positional_embedding"].shape[1]
-        n_text_state = dec["token_embedding"].shape[1]
-        return cls(
+        n_audio_state = enc["positional_embedding"]["embedding"].shape[1]
+        n_text_state = dec["token_embedding"]["embedding"].shape[1]
+        return cls(  # mlp1 kernels are stacked [L, D, ffn]
             n_mels=enc["conv1"]["kernel"].shape[1],
-            n_audio_ctx=enc["positional_embedding"].shape[0],
+            n_audio_ctx=enc["positional_embedding"]["embedding"].shape[0],
             n_audio_state=n_audio_state,
             n_audio_head=n_audio_head or n_audio_state // WHISPER_HEAD_DIM,
             n_audio_layer=enc["blocks"]["attn_ln"]["scale"].shape[0],
-            n_vocab=dec["token_embedding"].shape[0],
-            n_text_ctx=dec["positional_embedding"].shape[0],
+            n_vocab=dec["token_embedding"]["embedding"].shape[0],
+            n_text_ctx=dec["positional_embedding"]["embedding"].shape[0],
             n_text_state=n_text_state,
             n_text_head=n_text_head or n_text_state // WHISPER_HEAD_DIM,
             n_text_layer=dec["blocks"]["attn_ln"]["scale"].shape[0],
+            n_audio_ffn=enc["blocks"]["mlp1"]["kernel"].shape[-1],
+            n_text_ffn=dec["blocks"]["mlp1"]["kernel"].shape[-1],
         )
 
 

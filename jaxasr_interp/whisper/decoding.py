@@ -5,8 +5,8 @@ The cache is a plain pytree, one per utterance (batches are ``vmap``)::
     {"self_k", "self_v": L x [H, n_text_ctx, dh],   # filled position by position
      "cross_k", "cross_v": L x [H, S, dh]}          # computed once from the audio features
 
-Each entry is a tuple of per-layer arrays (see :func:`.model._cached_blocks` for why), and
-head-major, unlike the ``[T, H, dh]`` site layout (see :func:`.layers.head_major`).
+Each entry is a tuple of per-layer arrays (a step is tiny: under ``lax.scan`` XLA would copy
+each layer's slice of a stacked cache, and of the weights, at every step), and head-major, unlike the ``[T, H, dh]`` site layout (see :func:`.layers.head_major`).
 
 The default rule is a plain argmax over the whole vocabulary: the analyses need to see what the
 model itself prefers, an immediate end-of-text included. ``suppress=True`` applies Whisper's
@@ -22,19 +22,20 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from jaxasr_interp.core.edits import resolve, resolve_positions, slice_positions
+from jaxasr_interp.core.engine import layer_list, unwrap
+from jaxasr_interp.core.sites import Tap
 from jaxasr_interp.whisper.config import Dims
-from jaxasr_interp.whisper import sites
-from jaxasr_interp.core.edits import at_position, resolve
-from jaxasr_interp.whisper.model import Params, cross_kv, decode, layer_list
-from jaxasr_interp.whisper.sites import Tap, n_layers
-from jaxasr_interp.whisper.sites import shape as site_shape
+from jaxasr_interp.whisper.model import Params, cross_kv, decode
+from jaxasr_interp.whisper.sites import WHISPER
 
 
 def init_cache(params: Params, audio_features, *, dims: Dims, edits=None, dtype=jnp.float32):
     """KV cache for one utterance: cross-attention keys/values computed (edits applied)."""
+    params = unwrap(params)
     cross_params = jax.tree_util.tree_map(lambda a: a.astype(dtype), params["decoder"]["blocks"]["cross_attn"])
-    block_edits = {k: resolve(v, k, site_shape(k, dims, 1), n_layers(k, dims))
-                   for k, v in (edits or {}).items() if k in _AUDIO_SITES}
+    block_edits = {k: resolve(v, k, WHISPER.shape(k, dims, 1), WHISPER.n_layers(k, dims))
+                   for k, v in (edits or {}).items() if k in WHISPER.audio_sites}
 
     def body(_, layer):
         p_l, edits_l = layer
@@ -46,41 +47,6 @@ def init_cache(params: Params, audio_features, *, dims: Dims, edits=None, dtype=
     d_head = dims.n_text_state // dims.n_text_head
     empty = (jnp.zeros((dims.n_text_head, dims.n_text_ctx, d_head), dtype),) * dims.n_text_layer
     return {"self_k": empty, "self_v": empty, "cross_k": tuple(cross_k), "cross_v": tuple(cross_v)}
-
-
-_AUDIO_SITES = ("decoder.cross_attn.k", "decoder.cross_attn.v")
-
-
-def _token_edits(edits, dims: Dims, default_len: int) -> dict:
-    """Resolve the decoder edits that act on token positions, each against as many positions as
-    its own data or mask has (``default_len`` when neither has a position axis)."""
-    out = {}
-    for name, edit in (edits or {}).items():
-        if not name.startswith("decoder.") and name != "logits" or name in _AUDIO_SITES:
-            continue
-        layered = n_layers(name, dims) is not None
-        axis = sites.axes(name).index("pos") + layered
-        lengths = [jnp.ndim(x) > axis and jnp.shape(x)[axis] for x in (edit.data, edit.mask)
-                   if x is not None]
-        n_tokens = max([n for n in lengths if n and n > 1], default=default_len)
-        out[name] = resolve(edit, name, site_shape(name, dims, n_tokens), n_layers(name, dims))
-    return out
-
-
-def _positions(edit, name: str, dims: Dims, n: int):
-    """The first ``n`` token positions of a resolved edit (padded unedited if it has fewer)."""
-    rows = [at_position(edit, name, i, n_layers(name, dims) is not None) for i in range(n)]
-    axis = sites.axes(name).index("pos") + (n_layers(name, dims) is not None)
-
-    def cat(xs):
-        return None if xs[0] is None else jnp.concatenate(xs, axis)
-    return type(edit)(edit.kind, cat([r.data for r in rows]), cat([r.alpha for r in rows]))
-
-
-def step_edits(token_edits: dict, dims: Dims, offset) -> dict:
-    """The edits of :func:`_token_edits` for the single token at ``offset``."""
-    return {name: at_position(edit, name, offset, n_layers(name, dims) is not None)
-            for name, edit in token_edits.items()}
 
 
 def logit_bias(n_vocab: int, ids) -> jnp.ndarray:
@@ -105,11 +71,11 @@ def greedy_decode(params: Params, audio_features, prompt, eot, bias, first_bias,
                          f"decoder context of {dims.n_text_ctx} tokens")
     # Weights cast to the compute dtype and sliced per layer once, outside the loop (decode's
     # own cast is then a no-op instead of a conversion of every weight at every step).
-    decoder = jax.tree_util.tree_map(lambda a: a.astype(dtype), params["decoder"])
+    decoder = jax.tree_util.tree_map(lambda a: a.astype(dtype), unwrap(params)["decoder"])
     params = {**params, "decoder": {**decoder, "blocks": layer_list(decoder["blocks"], dims.n_text_layer)}}
     cache = jax.vmap(lambda af: init_cache({"decoder": decoder}, af, dims=dims, edits=edits,
                                            dtype=dtype))(audio_features)
-    token_edits = _token_edits(edits, dims, dims.n_text_ctx)
+    token_edits = resolve_positions(WHISPER, edits, dims, dims.n_text_ctx)
 
     # Only the self-attention cache is carried by the loop; the cross-attention keys and values
     # are loop constants (carrying them would copy them at every step).
@@ -123,8 +89,8 @@ def greedy_decode(params: Params, audio_features, prompt, eot, bias, first_bias,
         return jax.vmap(one)({**self_kv, **cross}, tokens)
 
     # The prompt runs as one block: its edits are those of positions 0..n_prompt-1.
-    prompt_edits = {k: _positions(v, k, dims, n_prompt) for k, v in token_edits.items()}
-    logits, cache = step(cache, jnp.broadcast_to(prompt, (batch, n_prompt)), 0, prompt_edits)
+    logits, cache = step(cache, jnp.broadcast_to(prompt, (batch, n_prompt)), 0,
+                         slice_positions(WHISPER, token_edits, dims, 0, n_prompt))
     first = jnp.argmax(logits + bias + first_bias, axis=-1)
     out = jnp.full((batch, max_new_tokens), eot, jnp.int32)
 
@@ -137,7 +103,8 @@ def greedy_decode(params: Params, audio_features, prompt, eot, bias, first_bias,
         token = jnp.where(done, eot, token).astype(jnp.int32)
         out = out.at[:, i].set(token)
         done = done | (token == eot)
-        logits, cache = step(cache, token[:, None], n_prompt + i, step_edits(token_edits, dims, n_prompt + i))
+        logits, cache = step(cache, token[:, None], n_prompt + i,
+                             slice_positions(WHISPER, token_edits, dims, n_prompt + i, 1))
         return i + 1, jnp.argmax(logits + bias, axis=-1), cache, out, done
 
     state = (jnp.int32(0), first, cache, out, jnp.zeros((batch,), bool))

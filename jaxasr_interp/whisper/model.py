@@ -4,9 +4,18 @@ The core is unbatched (one utterance; ``jax.vmap`` makes batches). Each stack's 
 under ``lax.scan`` over the stacked layer axis of the parameters, so compile time does not grow
 with depth and per-layer activations come out stacked ``[L, ...]``.
 
-Every site of :mod:`.sites` passes through a :class:`~.sites.Tap`, which applies the edits
-given for it and records it when asked to capture. Edits of block sites carry a leading layer
-axis and are scanned alongside the parameters.
+Whisper is one :class:`~jaxasr_interp.core.family.Family` (``WHISPER``, in :mod:`.sites`) run
+by the engine (:func:`jaxasr_interp.core.engine.run_stack`): this module holds only what is
+Whisper's own, its blocks, the convolution stem, the embeddings and the tied read-out. Every
+site passes through a :class:`~jaxasr_interp.core.sites.Tap`, which applies the edits given
+for it and records it when asked to capture. Edits reach only the stack they name: a decoder
+edit never recompiles or reruns the encoder.
+
+``start_layer=l`` resumes a stack at block ``l`` (``0`` included): the input is then that
+layer's ``resid_pre`` (``[S, D]`` for the encoder, ``[T, D]`` for the decoder) instead of a mel
+or tokens (``start_layer=None``, the default: the full pass). An edit at
+layer ``l`` leaves layers ``0..l-1`` as in the clean run, so a patch needs only the layers
+from ``l`` on; captured block sites are then stacked over layers ``l..L-1``.
 
 ``precision`` sets JAX's default matmul precision while tracing: ``"highest"`` (the default)
 is float32-exact on GPU and TPU too, where JAX would otherwise use TF32 / bf16 passes.
@@ -22,33 +31,12 @@ import jax
 import jax.numpy as jnp
 
 from jaxasr_interp.core import layers as L
+from jaxasr_interp.core.engine import cast, check_start, run_stack, unwrap
+from jaxasr_interp.core.sites import Tap
 from jaxasr_interp.whisper.config import Dims
-from jaxasr_interp.core.edits import resolve
-from jaxasr_interp.whisper.sites import ALL_SITES, BLOCK_SITES, DECODER_SITES, ENCODER_SITES, Tap, expand, n_layers, unknown_site
-from jaxasr_interp.whisper.sites import shape as site_shape
+from jaxasr_interp.whisper.sites import WHISPER
 
 Params = Mapping[str, Any]
-
-
-def _cast(params, dtype):
-    if dtype == jnp.float32:
-        return params
-    return jax.tree_util.tree_map(lambda a: a.astype(dtype), params)
-
-
-def _split(edits, capture, stack_sites, dims: Dims, n_tokens: int):
-    """Resolve the edits of one stack and split edits and captures into whole-stack and
-    per-block ones (the latter are scanned with the stacked parameters)."""
-    for name in edits or {}:
-        if name not in ALL_SITES:
-            raise unknown_site(name)
-    edits = {k: resolve(v, k, site_shape(k, dims, n_tokens), n_layers(k, dims))
-             for k, v in (edits or {}).items() if k in stack_sites}
-    capture = [c for c in capture if c in stack_sites]
-    block_edits = {k: v for k, v in edits.items() if k in BLOCK_SITES}
-    stack_edits = {k: v for k, v in edits.items() if k not in BLOCK_SITES}
-    return stack_edits, block_edits, [c for c in capture if c not in BLOCK_SITES], \
-        [c for c in capture if c in BLOCK_SITES]
 
 
 def _self_attention(x, p, tap, n_head, prefix, mask, cache=None, offset=None):
@@ -108,129 +96,107 @@ def decoder_block(x, p, tap: Tap, n_head: int, audio_features, mask, cache=None,
     return tap("resid_post", x + tap("mlp_out", L.linear(hidden, p["mlp2"]))), new_cache
 
 
-def _check_mel(mel, dims: Dims):
-    want = (dims.n_mels, dims.n_samples_frames)
-    if tuple(mel.shape) != want:
-        raise ValueError(f"mel has shape {tuple(mel.shape)}, expected {want} [n_mels, frames] for "
-                         "this model (one utterance; use jax.vmap for batches, log_mel to pad to 30 s)")
-
-
-_STATIC = ("dims", "capture", "dtype", "precision")
-
-
-def encode(params: Params, mel, *, dims: Dims, edits=None, capture=(), dtype=jnp.float32,
-           precision: str | None = "highest"):
-    """Encoder: mel [n_mels, 2 * n_audio_ctx] -> (audio features [n_audio_ctx, D], acts)."""
-    _check_mel(mel, dims)
-    return _encode(params, mel, dims=dims, edits=edits, capture=expand(capture), dtype=dtype,
-                   precision=precision)
-
-
-@functools.partial(jax.jit, static_argnames=_STATIC)
-def _encode(params, mel, *, dims, edits, capture, dtype, precision):
-    stack_edits, block_edits, stack_capture, block_capture = _split(edits, capture, ENCODER_SITES, dims, 0)
-    with jax.default_matmul_precision(precision):
-        p = _cast(params["encoder"], dtype)
-        tap = Tap("", stack_edits, stack_capture)
-        x = encoder_stem(mel, p, tap, dtype)
-        x, stacked = _encoder_blocks(x, p["blocks"], block_edits, block_capture, dims)
-        x = tap("encoder.ln_post", L.layer_norm(x, p["ln_post"]))
-    return x, {**tap.captured, **stacked}
-
-
 def encoder_stem(mel, p, tap: Tap, dtype):
     """Two GELU convolutions (the second halves the frames) plus positions: ``encoder.embed``."""
     x = L.gelu(L.conv1d(mel.T.astype(dtype), p["conv1"], stride=1))
     x = L.gelu(L.conv1d(x, p["conv2"], stride=2))
-    return tap("encoder.embed", x + p["positional_embedding"][: x.shape[0]])
+    return tap("encoder.embed", x + p["positional_embedding"]["embedding"][: x.shape[0]])
 
 
-def _encoder_blocks(x, blocks, block_edits, block_capture, dims: Dims, mask=None):
-    def body(x, layer):
-        p_l, edits_l = layer
-        block_tap = Tap("encoder", edits_l, block_capture)
-        return encoder_block(x, p_l, block_tap, dims.n_audio_head, mask), block_tap.captured
-
-    return jax.lax.scan(body, x, (blocks, block_edits))
-
-
-def decode(params: Params, tokens, audio_features, *, dims: Dims, edits=None, capture=(),
-           cache=None, offset=0, dtype=jnp.float32, precision: str | None = "highest"):
-    """Decoder: tokens [T] -> (logits [T, n_vocab] in float32, acts), or with a KV ``cache``
-    (see :mod:`.decoding`) -> (logits, acts, new cache) for tokens at positions ``offset...``."""
-    if jnp.ndim(tokens) != 1:
-        raise ValueError(f"tokens must be 1-D [T] for one utterance, got shape {jnp.shape(tokens)}; "
+def _check_input(x, dims: Dims, stack: str, start_layer: int, edits, capture):
+    if start_layer is not None:
+        want = (dims.n_audio_ctx, dims.n_audio_state) if stack == "encoder" else (None, dims.n_text_state)
+        check_start(WHISPER, stack, x, want, start_layer, edits, capture, dims)
+    elif stack == "encoder" and tuple(jnp.shape(x)) != (dims.n_mels, dims.n_samples_frames):
+        raise ValueError(f"mel has shape {tuple(jnp.shape(x))}, expected {(dims.n_mels, dims.n_samples_frames)} "
+                         "[n_mels, frames] for this model (one utterance; use jax.vmap for batches, "
+                         "log_mel to pad to 30 s)")
+    elif stack == "decoder" and jnp.ndim(x) != 1:
+        raise ValueError(f"tokens must be 1-D [T] for one utterance, got shape {jnp.shape(x)}; "
                          "use jax.vmap for batches")
-    return _decode(params, jnp.asarray(tokens), audio_features, dims=dims, edits=edits,
-                   capture=expand(capture), cache=cache, offset=offset, dtype=dtype,
-                   precision=precision)
+
+
+_STATIC = ("dims", "capture", "dtype", "precision", "start_layer")
+
+
+def encode(params: Params, mel, *, dims: Dims, edits=None, capture=(), start_layer: int | None = None,
+           dtype=jnp.float32, precision: str | None = "highest"):
+    """Encoder: mel [n_mels, 2 * n_audio_ctx] (or ``resid_pre[start_layer]`` [S, D]) ->
+    (audio features [n_audio_ctx, D], acts)."""
+    edits, capture = WHISPER.own("encoder", edits, capture)
+    _check_input(mel, dims, "encoder", start_layer, edits, capture)
+    return _encode(unwrap(params), mel, dims=dims, edits=edits, capture=capture,
+                   start_layer=start_layer, dtype=dtype, precision=precision)
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
-def _decode(params, tokens, audio_features, *, dims, edits, capture, cache, offset, dtype, precision):
-    stack_edits, block_edits, stack_capture, block_capture = _split(edits, capture, DECODER_SITES, dims, tokens.shape[0])
+def _encode(params, mel, *, dims, edits, capture, start_layer, dtype, precision):
+    with jax.default_matmul_precision(precision):
+        p = cast(params["encoder"], dtype)
+        x, acts, _ = run_stack(
+            WHISPER, "encoder", p, mel if start_layer is None else mel.astype(dtype), dims=dims,
+            edits=edits, capture=capture, n_tokens=0, start_layer=start_layer,
+            embed=lambda mel, tap: encoder_stem(mel, p, tap, dtype),
+            block=lambda x, p_l, tap, _: (encoder_block(x, p_l, tap, dims.n_audio_head), None),
+            head=lambda x, tap: tap("encoder.ln_post", L.layer_norm(x, p["ln_post"])))
+    return x, acts
+
+
+def decode(params: Params, tokens, audio_features, *, dims: Dims, edits=None, capture=(),
+           cache=None, offset=0, start_layer: int | None = None, cross=None, dtype=jnp.float32,
+           precision: str | None = "highest"):
+    """Decoder: tokens [T] (or ``resid_pre[start_layer]`` [T, D]) -> (logits [T, n_vocab] in
+    float32, acts), or with a KV ``cache`` (see :mod:`.decoding`) -> (logits, acts, new cache)
+    for tokens at positions ``offset...``. ``cross``: every layer's precomputed cross-attention
+    keys and values (:func:`cross_kv_stack`), shared by the patches of a sweep; then
+    ``audio_features`` may be None and cross-attention k/v can be neither edited nor captured."""
+    edits, capture = WHISPER.own("decoder", edits, capture)
+    _check_input(tokens, dims, "decoder", start_layer, edits, capture)
+    if cross is not None and WHISPER.audio_sites & (set(edits) | set(capture)):
+        raise ValueError("cross-attention k/v are precomputed (cross=...): pass audio_features "
+                         "instead to edit or capture them")
+    return _decode(unwrap(params), jnp.asarray(tokens), audio_features, cross, dims=dims,
+                   edits=edits, capture=capture, cache=cache, offset=offset,
+                   start_layer=start_layer, dtype=dtype, precision=precision)
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _decode(params, tokens, audio_features, cross, *, dims, edits, capture, cache, offset,
+            start_layer, dtype, precision):
     n_tokens = tokens.shape[0]
     with jax.default_matmul_precision(precision):
-        p = _cast(params["decoder"], dtype)
-        tap = Tap("", stack_edits, stack_capture)
-        positions = jax.lax.dynamic_slice_in_dim(p["positional_embedding"], offset, n_tokens)
-        x = tap("decoder.embed", p["token_embedding"][tokens] + positions)
+        p = cast(params["decoder"], dtype)
         query_pos = offset + jnp.arange(n_tokens)
         key_len = n_tokens if cache is None else cache["self_k"][0].shape[-2]
         mask = jnp.arange(key_len)[None, :] <= query_pos[:, None]
         if audio_features is not None:
             audio_features = audio_features.astype(dtype)
 
+        def embed(tokens, tap):
+            positions = jax.lax.dynamic_slice_in_dim(p["positional_embedding"]["embedding"], offset, n_tokens)
+            return tap("decoder.embed", p["token_embedding"]["embedding"][tokens] + positions)
+
+        def block(x, p_l, tap, xs_l):
+            if cache is None:
+                return decoder_block(x, p_l, tap, dims.n_text_head, audio_features, mask, cross=xs_l)
+            return decoder_block(x, p_l, tap, dims.n_text_head, None, mask, xs_l, offset)
+
+        def head(x, tap):
+            x = tap("decoder.ln_final", L.layer_norm(x, p["ln"]))
+            return tap("logits", (x @ p["token_embedding"]["embedding"].T).astype(jnp.float32))
+
         if cache is None:
-            x, stacked = _decoder_blocks(x, p["blocks"], block_edits, block_capture, audio_features,
-                                         mask, dims)
-        else:
-            x, stacked, cache = _cached_blocks(x, p["blocks"], block_edits, block_capture, cache,
-                                               mask, offset, dims)
-        x = tap("decoder.ln_final", L.layer_norm(x, p["ln"]))
-        logits = tap("logits", (x @ p["token_embedding"].T).astype(jnp.float32))
-    acts = {**tap.captured, **stacked}
-    return (logits, acts) if cache is None else (logits, acts, cache)
-
-
-def _decoder_blocks(x, blocks, block_edits, block_capture, audio_features, mask, dims: Dims,
-                    cross=None):
-    def body(x, layer):
-        p_l, edits_l, cross_l = layer
-        block_tap = Tap("decoder", edits_l, block_capture)
-        x, _ = decoder_block(x, p_l, block_tap, dims.n_text_head, audio_features, mask, cross=cross_l)
-        return x, block_tap.captured
-
-    return jax.lax.scan(body, x, (blocks, block_edits, cross))
-
-
-def layer_list(blocks, n_layers: int) -> tuple:
-    """Stacked block parameters ``[L, ...]`` -> a tuple of per-layer trees (static slices)."""
-    if isinstance(blocks, (tuple, list)):
-        return tuple(blocks)
-    return tuple(jax.tree_util.tree_map(lambda a, i=i: a[i], blocks) for i in range(n_layers))
-
-
-def _cached_blocks(x, blocks, block_edits, block_capture, cache, mask, offset, dims: Dims):
-    """The decoder blocks for cached decoding, unrolled over layers.
-
-    A KV-cache step is tiny, so here the layer loop is unrolled and the cache is a tuple of
-    per-layer arrays: under ``lax.scan`` XLA copies each layer's slice of the stacked cache
-    (and of the weights) at every step, which costs more than the step's arithmetic.
-    ``blocks`` may be pre-split with :func:`layer_list` so the slicing happens once per loop.
-    """
-    n = dims.n_text_layer
-    new = {name: [] for name in cache}
-    captured = []
-    for i, p_l in enumerate(layer_list(blocks, n)):
-        block_tap = Tap("decoder", jax.tree_util.tree_map(lambda a: a[i], block_edits), block_capture)
-        cache_l = {name: cache[name][i] for name in cache}
-        x, updated = decoder_block(x, p_l, block_tap, dims.n_text_head, None, mask, cache_l, offset)
-        for name in new:
-            new[name].append(updated.get(name, cache_l[name]))
-        captured.append(block_tap.captured)
-    stacked = {k: jnp.stack([c[k] for c in captured]) for k in block_capture}
-    return x, stacked, {name: tuple(v) for name, v in new.items()}
+            xs = cross
+        else:  # unrolled over layers, the cache a tuple of per-layer arrays (see .decoding)
+            xs = [{name: cache[name][i] for name in cache} for i in range(dims.n_text_layer)]
+        logits, acts, outs = run_stack(
+            WHISPER, "decoder", p, tokens if start_layer is None else tokens.astype(dtype), dims=dims,
+            edits=edits, capture=capture, n_tokens=n_tokens, start_layer=start_layer,
+            embed=embed, block=block, head=head, xs=xs, unroll=cache is not None)
+    if cache is None:
+        return logits, acts
+    outs = [{**xs_l, **out} for xs_l, out in zip(xs[start_layer or 0:], outs)]
+    return logits, acts, {name: tuple(o[name] for o in outs) for name in cache}
 
 
 def forward(params: Params, mel, tokens, *, dims: Dims, edits=None, capture=(),
@@ -245,3 +211,23 @@ def forward(params: Params, mel, tokens, *, dims: Dims, edits=None, capture=(),
     logits, dec_acts = decode(params, tokens, audio_features, dims=dims, edits=edits,
                               capture=capture, dtype=dtype, precision=precision)
     return logits, {**enc_acts, **dec_acts}
+
+
+def encode_from(params: Params, resid, *, start_layer: int, dims: Dims, **kwargs):
+    """Encoder blocks ``start_layer..`` from ``resid`` [S, D]: :func:`encode` with ``start_layer``."""
+    return encode(params, resid, start_layer=start_layer, dims=dims, **kwargs)
+
+
+def decode_from(params: Params, resid, audio_features, *, start_layer: int, dims: Dims, **kwargs):
+    """Decoder blocks ``start_layer..`` from ``resid`` [T, D]: :func:`decode` with ``start_layer``."""
+    return decode(params, resid, audio_features, start_layer=start_layer, dims=dims, **kwargs)
+
+
+def cross_kv_stack(params: Params, audio_features, *, dims: Dims, dtype=jnp.float32,
+                   precision: str | None = "highest"):
+    """Every decoder layer's cross-attention keys and values, head-major ``([L, H, S, dh]``
+    twice): computed once, they serve every patch of a sweep through ``decode(cross=...)``."""
+    with jax.default_matmul_precision(precision):
+        p = cast(unwrap(params)["decoder"]["blocks"]["cross_attn"], dtype)
+        af = audio_features.astype(dtype)
+        return jax.lax.map(lambda p_l: cross_kv(p_l, af, Tap("decoder", {}, ()), dims.n_text_head), p)

@@ -32,9 +32,11 @@ Whole-stack sites: ``encoder.embed`` [S, D] (after convs + positions), ``encoder
 
 from __future__ import annotations
 
-import difflib
-import fnmatch
-from typing import Any, Iterable, Mapping
+from typing import Iterable
+
+from jaxasr_interp.core.family import Family
+from jaxasr_interp.core.sites import SiteError, Tap, axes  # noqa: F401  (re-exported)
+from jaxasr_interp.core import sites as core_sites
 
 ENCODER_BLOCK_SITES = (
     "resid_pre", "attn.q", "attn.k", "attn.v", "attn.pattern", "attn.z", "attn_out",
@@ -50,58 +52,14 @@ DECODER_SITES = ("decoder.embed",) + tuple(f"decoder.{s}" for s in DECODER_BLOCK
 ALL_SITES = ENCODER_SITES + DECODER_SITES
 BLOCK_SITES = frozenset(f"encoder.{s}" for s in ENCODER_BLOCK_SITES) | frozenset(
     f"decoder.{s}" for s in DECODER_BLOCK_SITES)
+AUDIO_SITES = frozenset({"decoder.cross_attn.k", "decoder.cross_attn.v"})
 
 
-class SiteError(KeyError):
-    """An unknown site name; the message lists the nearest valid names."""
-
-    def __str__(self):  # KeyError would print the message quoted
-        return self.args[0]
-
-
-def unknown_site(name: str, vocabulary: tuple[str, ...] = ALL_SITES, what: str = "site") -> SiteError:
-    """The error for a name outside ``vocabulary`` (Whisper's sites unless another model's)."""
-    near = difflib.get_close_matches(name, vocabulary, n=4, cutoff=0.5)
-    hint = f"did you mean {', '.join(near)}?" if near else f"valid sites: {', '.join(vocabulary)}"
-    return SiteError(f"unknown {what} {name!r}; {hint}")
-
-
-def expand(patterns: Iterable[str] | str | None, vocabulary: tuple[str, ...] = ALL_SITES,
-           what: str = "site") -> tuple[str, ...]:
-    """Expand names and glob patterns (``"decoder.*_out"``) into site names, in model order."""
-    if patterns is None:
-        return ()
-    if isinstance(patterns, str):
-        patterns = [patterns]
-    chosen = set()
-    for pattern in patterns:
-        matches = fnmatch.filter(vocabulary, pattern)
-        if not matches:
-            raise unknown_site(pattern, vocabulary, what)
-        chosen.update(matches)
-    return tuple(s for s in vocabulary if s in chosen)
-
-
-def axes(name: str) -> tuple[str, ...]:
-    """Axis roles of a site's value for one layer: ``pos`` (tokens, or audio positions in the
-    encoder and in cross-attention keys/values), ``head``, ``key`` (attended positions),
-    ``feat`` (features)."""
-    if name.endswith(".pattern"):
-        return ("head", "pos", "key")
-    if name.rsplit(".", 1)[-1] in ("q", "k", "v", "z"):
-        return ("pos", "head", "feat")
-    return ("pos", "feat")
-
-
-def shape(name: str, dims, n_tokens: int) -> tuple[int, ...]:
-    """Per-layer shape of a site's value (no layer axis) for ``n_tokens`` decoder tokens."""
-    if name not in ALL_SITES:
-        raise unknown_site(name)
+def _shape(name: str, dims, n_tokens: int) -> tuple[int, ...]:
     encoder = name.startswith("encoder.")
     d = dims.n_audio_state if encoder else dims.n_text_state
     n_head = dims.n_audio_head if encoder else dims.n_text_head
-    audio = name.startswith("encoder.") or name in ("decoder.cross_attn.k", "decoder.cross_attn.v")
-    pos = dims.n_audio_ctx if audio else n_tokens
+    pos = dims.n_audio_ctx if encoder or name in AUDIO_SITES else n_tokens
     if name == "logits":
         return (n_tokens, dims.n_vocab)
     if name.endswith(".pattern"):
@@ -109,42 +67,36 @@ def shape(name: str, dims, n_tokens: int) -> tuple[int, ...]:
         return (n_head, pos, key)
     if name.rsplit(".", 1)[-1] in ("q", "k", "v", "z"):
         return (pos, n_head, d // n_head)
-    return (pos, 4 * d if name.endswith("mlp.hidden") else d)
+    if name.endswith("mlp.hidden"):
+        return (pos, dims.n_audio_ffn if encoder else dims.n_text_ffn)
+    return (pos, d)
+
+
+WHISPER = Family(
+    what="site",
+    stacks={"encoder": ENCODER_SITES, "decoder": DECODER_SITES},
+    block_sites=BLOCK_SITES,
+    shape_of=_shape,
+    layers={"encoder": lambda dims: dims.n_audio_layer, "decoder": lambda dims: dims.n_text_layer},
+    audio_sites=AUDIO_SITES,
+)
+
+
+def unknown_site(name: str, vocabulary: tuple[str, ...] = ALL_SITES, what: str = "site") -> SiteError:
+    """The error for a name outside ``vocabulary`` (Whisper's sites unless another model's)."""
+    return core_sites.unknown_site(name, vocabulary, what)
+
+
+def expand(patterns: Iterable[str] | str | None) -> tuple[str, ...]:
+    """Expand names and glob patterns (``"decoder.*_out"``) into Whisper site names, in model order."""
+    return WHISPER.expand(patterns)
+
+
+def shape(name: str, dims, n_tokens: int) -> tuple[int, ...]:
+    """Per-layer shape of a site's value (no layer axis) for ``n_tokens`` decoder tokens."""
+    return WHISPER.shape(name, dims, n_tokens)
 
 
 def n_layers(name: str, dims) -> int | None:
     """Layers of a block site (the leading axis of its captures and edits), None otherwise."""
-    if name not in BLOCK_SITES:
-        return None
-    return dims.n_audio_layer if name.startswith("encoder.") else dims.n_text_layer
-
-
-def split_layer(name: str) -> tuple[str, int | None]:
-    """``"decoder.3.cross_attn_out"`` -> ``("decoder.cross_attn_out", 3)``."""
-    parts = name.split(".")
-    if len(parts) > 2 and parts[1].isdigit():
-        return ".".join([parts[0]] + parts[2:]), int(parts[1])
-    return name, None
-
-
-class Tap:
-    """Applies edits and records captures at the sites of one stack (or one block).
-
-    A Tap lives only while a function is traced: it is created inside the pure function, its
-    ``captured`` dict is returned as data, and nothing outlives the call.
-    """
-
-    def __init__(self, prefix: str, edits: Mapping[str, Any] | None, capture: Iterable[str]):
-        self.prefix = prefix
-        self.edits = edits or {}
-        self.capture = frozenset(capture)
-        self.captured: dict[str, Any] = {}
-
-    def __call__(self, local: str, value):
-        name = f"{self.prefix}.{local}" if self.prefix else local
-        edit = self.edits.get(name)
-        if edit is not None:
-            value = edit.apply(value)
-        if name in self.capture:
-            self.captured[name] = value
-        return value
+    return WHISPER.n_layers(name, dims)

@@ -2,9 +2,12 @@
 
 Contract:
 
-- :func:`normalize` applies Whisper's English normaliser (transformers'
-  ``EnglishTextNormalizer`` with an empty spelling map, as the tests do); ``basic`` applies
-  ``BasicTextNormalizer`` (any language); ``None`` leaves the text as it is.
+- :func:`normalize` is the one text normaliser. ``"english"`` applies Whisper's English
+  normaliser (transformers' ``EnglishTextNormalizer`` with an empty spelling map, as the tests
+  do); ``"basic"`` applies ``BasicTextNormalizer`` (any language); ``"plain"`` lower-cases,
+  turns everything but ``a-z``, ``0-9`` and apostrophes into spaces and collapses them (the
+  words of :func:`words`: repetition detection, behavioural WER, dataset labels); ``None``
+  leaves the text as it is (stripped).
 - :func:`word_errors` / :func:`char_errors` return ``(errors, reference_length)`` so that rates
   can be pooled over utterances (corpus WER = sum of errors / sum of lengths). An empty
   reference is allowed: every hypothesis word is then an insertion (jiwer refuses it).
@@ -16,6 +19,7 @@ Contract:
 from __future__ import annotations
 
 import functools
+import re
 import zlib
 
 import jiwer
@@ -28,11 +32,23 @@ def _normalizer(kind: str):
         return EnglishTextNormalizer({})
     if kind == "basic":
         return BasicTextNormalizer()
-    raise ValueError(f"normalizer must be 'english', 'basic' or None, got {kind!r}")
+    raise ValueError(f"normalizer must be 'english', 'basic', 'plain' or None, got {kind!r}")
+
+
+def words(text: str) -> list[str]:
+    """Lower-case words, punctuation dropped (apostrophes kept): ``"Hello, World! It's"`` ->
+    ``["hello", "world", "it's"]``."""
+    return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
 
 
 def normalize(text: str, kind: str | None = "english") -> str:
-    return text.strip() if kind is None else _normalizer(kind)(text).strip()
+    """``text`` normalised for scoring (module docstring: ``"english"``, ``"basic"``,
+    ``"plain"`` or None)."""
+    if kind is None:
+        return text.strip()
+    if kind == "plain":
+        return " ".join(words(text))
+    return _normalizer(kind)(text).strip()
 
 
 def _errors(ref: list, hyp: list, process) -> tuple[int, int]:

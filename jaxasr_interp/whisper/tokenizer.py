@@ -5,6 +5,10 @@ multilingual ones with ``<|startoftranscript|><|LANG|><|transcribe|><|notimestam
 Special ids differ between the two vocabularies (51864 vs 51865 tokens), which is why they are
 always looked up by name. Timestamp tokens (every id above ``<|notimestamps|>``) are not in the
 ``tokenizer.json`` files and are dropped, with the other special tokens, when text is decoded.
+
+:func:`teacher_tokens` builds a teacher-forced pass's tokens (prompt + transcript +
+end-of-text, end-of-text padded to a fixed width) and :func:`cut_at_eot` cuts a greedy row at
+its end-of-text: every module does both through these two.
 """
 
 from __future__ import annotations
@@ -20,6 +24,22 @@ _NON_SPEECH = list('"#()*+/:;<=>@[\\]^_`{|}~「」『』') + [
     "<<", ">>", "<<<", ">>>", "--", "---", "-(", "-[", "('", '("', "((", "))", "(((", ")))",
     "[[", "]]", "{{", "}}", "♪♪", "♪♪♪"]
 _MISC_SYMBOLS = "♩♪♫♬♭♮♯"
+
+
+def cut_at_eot(ids, eot: int) -> list[int]:
+    """The ids before the first end-of-text (all of them when there is none), as ints: a
+    greedy row ``[t1, t2, eot, eot, ...]`` -> ``[t1, t2]``."""
+    ids = [int(i) for i in ids]
+    return ids[: ids.index(eot)] if eot in ids else ids
+
+
+def teacher_tokens(prompt, ids, eot: int, width: int | None = None) -> list[int]:
+    """The decoder tokens of a teacher-forced pass: ``prompt + ids + [eot]``, and with
+    ``width`` padded with end-of-text to that length (or cut to it). Positions are causal, so
+    padding changes nothing before it, and one width lets every utterance share one compiled
+    program."""
+    seq = [int(i) for i in prompt] + [int(i) for i in ids] + [eot]
+    return seq if width is None else (seq + [eot] * width)[:width]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
