@@ -102,3 +102,18 @@ def test_one_position_slicer_for_both_families(family):
     pattern = "decoder.self_attn.pattern" if family is WHISPER else "decoder.attn.pattern"
     with pytest.raises(ValueError, match="key axis grows"):
         E.resolve_positions(family, {pattern: jai.zero()}, dims, default_len=50)
+
+
+def test_model_variables_serialise_with_flax():
+    """Model.variables is a Flax collection that flax.serialization round-trips bit for bit."""
+    from flax import serialization
+    model = jai.load("tiny.en")
+    data = serialization.to_bytes(model.variables)
+    back = serialization.from_bytes(jax.tree_util.tree_map(np.zeros_like, model.variables), data)
+    leaves = jax.tree_util.tree_leaves_with_path(back["params"])
+    assert len(leaves) == len(jax.tree_util.tree_leaves(model.params))
+    for path, leaf in leaves:
+        name = jax.tree_util.keystr(path)
+        assert name.rsplit("'", 2)[-2] in ("kernel", "bias", "scale", "embedding"), name
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(back["params"]),
+                                                  jax.tree_util.tree_leaves(model.params)))

@@ -1,6 +1,7 @@
 """Features: padding never reaches the pooled encoder features; the decoder feature is the
 end-of-text position; a resumed extraction equals an uninterrupted one, bit for bit."""
 
+import json
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -94,3 +95,14 @@ def test_resumed_extraction_equals_uninterrupted(model, clips, tmp_path):
     assert resumed.transcripts == whole.transcripts
     with pytest.raises(ValueError, match="holds another feature extraction"):
         extract_features(model, clips[:3], part, chunk_size=2, progress=False)
+    # an extraction written before the one resumable mechanism (meta.json + the same chunks)
+    # still loads, and resumes: its manifest is adopted, nothing is recomputed
+    old = tmp_path / "old"
+    extract_features(model, clips, old, chunk_size=2, progress=False, limit_chunks=1)
+    manifest = json.loads((old / "sweep.json").read_text())
+    (old / "sweep.json").unlink()
+    (old / "meta.json").write_text(json.dumps(manifest["key"]))
+    first = (old / "chunk_00000.npz").stat().st_mtime_ns
+    resumed_old = load_features(extract_features(model, clips, old, chunk_size=2, progress=False))
+    assert (old / "chunk_00000.npz").stat().st_mtime_ns == first
+    np.testing.assert_array_equal(resumed_old.encoder, whole.encoder)

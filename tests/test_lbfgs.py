@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxasr_interp.probes.sweep import solver as lbfgs
+from jaxasr_interp.probes import solver as lbfgs
 
 
 def test_line_search_finds_a_one_dimensional_minimum():

@@ -25,6 +25,7 @@ layers ``[L_enc + L_dec, n, D]`` for :func:`.probes.probe_sweep`.
 from __future__ import annotations
 
 import dataclasses
+import json
 import functools
 import math
 from pathlib import Path
@@ -36,7 +37,7 @@ import numpy as np
 from jaxasr_interp.whisper.audio import HOP_LENGTH, load_audio, log_mel
 from jaxasr_interp.whisper.decoding import greedy_decode, logit_bias
 from jaxasr_interp.whisper.model import decode, encode
-from jaxasr_interp.core.resumable import load_chunks, read_manifest, resumable_run
+from jaxasr_interp.core.resumable import MANIFEST, load_chunks, read_manifest, resumable_run
 from jaxasr_interp.core.sharding import shard_leading
 from jaxasr_interp.whisper.tokenizer import cut_at_eot, teacher_tokens
 
@@ -116,10 +117,23 @@ def extract_features(model, audio, out_dir, *, chunk_size: int = 8, max_new_toke
     meta = dict(format=FORMAT, model=model.source, dims=dataclasses.asdict(model.dims), items=items,
                 chunk_size=chunk_size, max_new_tokens=max_new_tokens, eot=model.tokenizer.eot)
     chunks = [items[start:start + chunk_size] for start in range(0, len(items), chunk_size)]
+    adopt_meta_json(out_dir)
     compute = functools.partial(_chunk_features, model, chunk_size=chunk_size, max_new_tokens=max_new_tokens)
     resumable_run(compute, chunks, out_dir, key=meta, store="npz", limit=limit_chunks, progress=progress,
                   desc="features", what="feature extraction")
     return Path(out_dir)
+
+
+def adopt_meta_json(out_dir) -> None:
+    """An extraction written before the one resumable mechanism recorded its job in
+    ``meta.json`` with the same ``chunk_NNNNN.npz`` files: record it in the manifest the
+    mechanism reads (``sweep.json``), so earlier work still loads and resumes."""
+    out = Path(out_dir)
+    old, manifest = out / "meta.json", out / MANIFEST
+    if old.is_file() and not manifest.exists():
+        meta = json.loads(old.read_text())
+        n_chunks = -(-len(meta["items"]) // meta["chunk_size"])
+        manifest.write_text(json.dumps({"key": meta, "n_chunks": n_chunks}, indent=1) + "\n")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +152,7 @@ class Features:
 
 def load_features(out_dir) -> Features:
     """Read a complete extraction; an incomplete one is an error saying how to finish it."""
+    adopt_meta_json(out_dir)
     meta = read_manifest(out_dir, what="feature extraction")["key"]
     parts = load_chunks(out_dir, "npz", what="feature extraction")
     cat = lambda key: np.concatenate([p[key] for p in parts])

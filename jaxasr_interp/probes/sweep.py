@@ -26,7 +26,7 @@ The program is ``vmap`` over layers x (targets x seeds x folds x strengths, one 
 probe axis) of a single-probe trainer, under one ``jit``. The features are never copied per
 probe: standardisation is folded into the weights (``(x - mu) / sd @ w == x @ (w / sd) - mu /
 sd @ w``), so every probe of a layer shares one ``[n, d] @ [d, probes * classes]`` matrix
-product. Training is full-batch L-BFGS (:mod:`.lbfgs`) from zero weights with an exact line
+product. Training is full-batch L-BFGS (:mod:`.logistic`, :mod:`.solver`) from zero weights with an exact line
 search in logit space, two matrix products an iteration, until the largest gradient entry is
 at most ``tol`` (scikit-learn's own stopping rule and default, 1e-4) for every probe or
 ``max_iter`` iterations have run; there is no randomness in it, so results are bit-identical
@@ -46,11 +46,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxasr_interp.probes import solver as lbfgs
+from jaxasr_interp.probes.logistic import fit_probe
 from jaxasr_interp.core.sharding import padded_size, shard_leading
 
 DEFAULT_L2 = (1e-3, 1e-2, 1e-1)
-_MEMORY = 8  # L-BFGS pairs kept per probe
 
 
 def stratified_folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -106,78 +105,6 @@ def _split_arrays(labels: np.ndarray, k: int, seeds, control: bool) -> tuple[np.
     return np.asarray(ys, np.int32), np.asarray(folds, np.int32)
 
 
-def _fit_one(x, xt, y, train, class_ok, l2, *, max_iter, tol):
-    """One probe: x [n, d] and its transpose xt [d, n] (both shared by every probe of a layer),
-    y [n], train [n] bool, class_ok [C] (C == 1: binary with one logit) -> predicted class of
-    every item [n].
-
-    L-BFGS (:mod:`.lbfgs`) on the flat parameters ``[w.ravel(), b]`` with an exact line search
-    in logit space: the logits are linear in the parameters, so the logits along a direction
-    cost one matrix product and every trial step is elementwise. An iteration is two matrix
-    products (the direction's logits, the gradient), as cheap as a gradient step; the loop
-    stops when the largest gradient entry is at most ``tol`` or after ``max_iter`` iterations."""
-    dt = x.dtype
-    d, n_cols = x.shape[1], class_ok.shape[0]
-    w_train = train.astype(dt) / train.sum()
-    mu = xt @ w_train
-    sd = jnp.sqrt(jnp.maximum(jnp.square(xt) @ w_train - jnp.square(mu), 0.0))
-    # Constant features get weight 0 through inv_sd = 0: standardised they are 0 anyway.
-    inv_sd = jnp.where(sd > 1e-6 * (1.0 + jnp.abs(mu)), 1.0 / jnp.maximum(sd, 1e-30), 0.0)
-    binary = n_cols == 1
-    # A binary target inside a softmax sweep: two columns share the penalty of one weight
-    # vector, so doubling it keeps the objective equal to scikit-learn's binary one.
-    penalty = l2 if binary else l2 * jnp.where(class_ok.sum() == 2, 2.0, 1.0)
-    target = y.astype(dt)[:, None] if binary else jax.nn.one_hot(y, n_cols, dtype=dt)
-    unflat = lambda theta: (theta[: d * n_cols].reshape(d, n_cols), theta[d * n_cols:])
-
-    def logits_of(theta):
-        w, b = unflat(theta)
-        return x @ (w * inv_sd[:, None]) + (b - (mu * inv_sd) @ w)
-
-    def probs(z):  # absent classes (class_ok False) get probability 0 and never win
-        return jax.nn.sigmoid(z) if binary else jax.nn.softmax(jnp.where(class_ok, z, -1e9), axis=-1)
-
-    def grad(z, theta):
-        w, _ = unflat(theta)
-        r = (probs(z) - target) * w_train[:, None]                      # d loss / d z
-        r_sum = r.sum(0)
-        g_w = inv_sd[:, None] * (xt @ r - mu[:, None] * r_sum[None, :]) + penalty * w
-        return jnp.concatenate([g_w.reshape(-1), r_sum])
-
-    def step_length(z, q, theta, p):
-        w, p_w = unflat(theta)[0], unflat(p)[0]
-        w_dot, pp = jnp.vdot(w, p_w), jnp.vdot(p_w, p_w)
-
-        def derivs(alpha):
-            prob = probs(z + alpha * q)
-            pq = (prob * q).sum(-1)
-            d1 = w_train @ ((prob - target) * q).sum(-1) + penalty * (w_dot + alpha * pp)
-            curv = (prob * (1 - prob) * jnp.square(q)).sum(-1) if binary else (prob * jnp.square(q)).sum(-1) - jnp.square(pq)
-            return d1, w_train @ curv + penalty * pp
-
-        return lbfgs.line_search(derivs)
-
-    def active(carry):
-        i, _, _, g, _ = carry
-        return (i < max_iter) & (jnp.abs(g).max() > tol)
-
-    def iteration(carry):
-        i, theta, z, g, memory = carry
-        p = lbfgs.direction(memory, g)
-        q = logits_of(p)                                                 # logits along p
-        alpha = step_length(z, q, theta, p)
-        theta, z = theta + alpha * p, z + alpha * q
-        g_new = grad(z, theta)
-        return i + 1, theta, z, g_new, lbfgs.push(memory, alpha * p, g_new - g)
-
-    theta = jnp.zeros((d + 1) * n_cols, dt)
-    z = jnp.zeros((x.shape[0], n_cols), dt)
-    carry = (0, theta, z, grad(z, theta), lbfgs.empty(_MEMORY, theta.shape[0], dt))
-    theta = jax.lax.while_loop(active, iteration, carry)[1]
-    z = logits_of(theta)
-    return (z[:, 0] > 0).astype(jnp.int32) if binary else jnp.argmax(jnp.where(class_ok, z, -jnp.inf), axis=-1)
-
-
 def _scores(pred, y, train, n_classes):
     """Pooled test accuracy and balanced accuracy of one (fold-stacked) probe set.
 
@@ -211,7 +138,7 @@ def _sweep(features, features_t, ys, folds, class_ok, l2, *, k, max_iter, tol):
     probe_train = per_probe(train[:, :, :, None, :])
     probe_ok = per_probe(class_ok[:, None, None, None, :])
     probe_l2 = per_probe(l2[None, None, None, :])
-    fit = functools.partial(_fit_one, max_iter=max_iter, tol=tol)
+    fit = functools.partial(fit_probe, max_iter=max_iter, tol=tol)
     fit = jax.vmap(fit, in_axes=(None, None, 0, 0, 0, 0))                    # probes
     fit = jax.vmap(fit, in_axes=(0, 0, None, None, None, None))              # layers
     pred = fit(features, features_t, probe_y, probe_train, probe_ok, probe_l2)

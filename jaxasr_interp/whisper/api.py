@@ -37,6 +37,12 @@ class Model:
     def __repr__(self):
         return f"Model({self.source!r}, {self.dims})"
 
+    @property
+    def variables(self) -> dict:
+        """The parameters as a Flax variable collection, ``{"params": params}`` (every model
+        function accepts it as well as the bare tree; ``flax.serialization`` writes either)."""
+        return {"params": self.params}
+
 
 def default_tokenizer_file(dims: Dims) -> Path:
     """The bundled tokenizer.json matching an English-only or multilingual vocabulary."""
