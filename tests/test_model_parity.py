@@ -1,4 +1,5 @@
-"""Our JAX Whisper against transformers' eager PyTorch Whisper on random prime-sized configs."""
+"""Our JAX Whisper against transformers' eager PyTorch Whisper on random prime-sized configs
+(two with MLP widths that are not 4 x d_model, as transformers' encoder/decoder_ffn_dim allow)."""
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +9,9 @@ import pytest
 from jaxasr_interp.whisper.config import Dims
 from jaxasr_interp.whisper.decoding import init_cache
 from jaxasr_interp.whisper.model import decode, encode, forward
-from jaxasr_interp.whisper.sites import ALL_SITES
+from jaxasr_interp.whisper.sites import ALL_SITES, n_layers as site_layers, shape as site_shape
+from jaxasr_interp.weights import load_weights
+from jaxasr_interp.weights.layout import iter_paths
 from torch_ref import params_of, random_torch_model, reference_run
 
 CONFIGS = {
@@ -19,7 +22,16 @@ CONFIGS = {
                         n_vocab=101, n_text_ctx=23, n_text_state=78, n_text_head=3, n_text_layer=2), 13),
     "128-mels": (Dims(n_mels=128, n_audio_ctx=17, n_audio_state=42, n_audio_head=7, n_audio_layer=2,
                       n_vocab=89, n_text_ctx=13, n_text_state=42, n_text_head=7, n_text_layer=3), 7),
+    # MLP widths that are not 4 x d_model (primes, wider and narrower than d_model)
+    "ffn-primes": (Dims(n_mels=80, n_audio_ctx=19, n_audio_state=66, n_audio_head=3, n_audio_layer=2,
+                        n_vocab=103, n_text_ctx=17, n_text_state=66, n_text_head=3, n_text_layer=2,
+                        n_audio_ffn=137, n_text_ffn=53), 9),
+    "ffn-narrow": (Dims(n_mels=80, n_audio_ctx=13, n_audio_state=30, n_audio_head=5, n_audio_layer=3,
+                        n_vocab=83, n_text_ctx=11, n_text_state=30, n_text_head=5, n_text_layer=2,
+                        n_audio_ffn=29, n_text_ffn=211), 7),
 }
+FFN_CONFIGS = [name for name, (d, _) in CONFIGS.items()
+               if (d.n_audio_ffn, d.n_text_ffn) != (4 * d.n_audio_state, 4 * d.n_text_state)]
 TOL = 1e-4
 
 
@@ -42,6 +54,8 @@ def test_every_site_matches_reference(case):
     for name, want in ref.items():
         got = np.asarray(acts[name])
         assert got.shape == want.shape, name
+        layers = site_layers(name, dims)  # the vocabulary's shapes (mlp.hidden: the FFN width)
+        assert ((layers,) if layers else ()) + site_shape(name, dims, len(tokens)) == want.shape, name
         assert np.abs(got - want).max() <= TOL, (name, np.abs(got - want).max())
         assert want.std() > 1e-3, f"{name} is degenerate; the comparison would prove nothing"
 
@@ -89,3 +103,21 @@ def test_wrong_shapes_are_clear_errors(case):
         forward(params, jnp.asarray(mel[:, :-2]), jnp.asarray(tokens), dims=dims)
     with pytest.raises(ValueError, match="tokens must be 1-D"):
         forward(params, jnp.asarray(mel), jnp.asarray(tokens)[None], dims=dims)
+
+
+@pytest.mark.parametrize("name", FFN_CONFIGS)
+def test_ffn_widths_come_from_a_transformers_checkpoint(name, tmp_path):
+    """transformers' save_pretrained -> load_weights: the FFN widths come from config.json (and
+    Dims.from_params reads them from the weights); the parameters are the model's."""
+    dims, _ = CONFIGS[name]
+    model = random_torch_model(dims, seed=len(name))
+    model.save_pretrained(tmp_path)
+    loaded = load_weights(tmp_path)
+    assert loaded.dims == dims
+    assert (loaded.dims.n_audio_ffn, loaded.dims.n_text_ffn) == (dims.n_audio_ffn, dims.n_text_ffn)
+    assert Dims.from_params(loaded.params, dims.n_audio_head, dims.n_text_head) == dims
+    want = dict(iter_paths(params_of(model, dims)))
+    got = dict(iter_paths(loaded.params))
+    assert got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in want)
+    assert got["encoder/blocks/mlp1/kernel"].shape == (dims.n_audio_layer, dims.n_audio_state, dims.n_audio_ffn)
+    assert got["decoder/blocks/mlp2/kernel"].shape == (dims.n_text_layer, dims.n_text_ffn, dims.n_text_state)

@@ -1,6 +1,7 @@
 """Qwen2-Audio in JAX against transformers' eager PyTorch Qwen2AudioForConditionalGeneration on
-tiny random configs (odd head counts, grouped-query attention, a partial and a full audio),
-with prompts built by transformers' Qwen2AudioProcessor and its chat template."""
+tiny random configs (odd head counts, grouped-query attention, a partial and a full audio, an
+audio encoder whose MLP width is not 4 x d_model), with prompts built by transformers'
+Qwen2AudioProcessor and its chat template."""
 
 from __future__ import annotations
 
@@ -35,6 +36,11 @@ CONFIGS = {
         n_mels=11, n_audio_ctx=25, n_audio_state=30, n_audio_head=5, n_audio_layer=3, n_vocab=89,
         n_text_state=56, n_text_head=4, n_kv_head=2, n_text_layer=2, n_text_ctx=80, n_text_ffn=61,
         audio_token_id=AUDIO_TOKEN_ID, rope_theta=10000.0, rms_eps=1e-5), SAMPLE_RATE),
+    # encoder_ffn_dim 97 (a prime, not 4 x 38): transformers builds and runs it, and so must we
+    "ffn-prime-partial-audio": (qa.QwenAudioDims(
+        n_mels=13, n_audio_ctx=25, n_audio_state=38, n_audio_head=2, n_audio_layer=2, n_audio_ffn=97,
+        n_vocab=103, n_text_state=30, n_text_head=3, n_kv_head=3, n_text_layer=2, n_text_ffn=43,
+        n_text_ctx=96, audio_token_id=AUDIO_TOKEN_ID, rope_theta=10000.0, rms_eps=1e-6), 9001),
 }
 CONVERSATION = [{"role": "user", "content": [{"type": "audio", "audio": "speech.wav"},
                                              {"type": "text", "text": "What does the speaker say?"}]}]
@@ -86,6 +92,8 @@ def test_every_site_matches_reference(case):
     for name, want in case.ref.items():
         got = np.asarray(acts[name])
         assert got.shape == want.shape, (name, got.shape, want.shape)
+        layers = qa.sites.n_layers(name, case.dims)  # the vocabulary's shapes (mlp.hidden: FFN widths)
+        assert ((layers,) if layers else ()) + qa.sites.shape(name, case.dims, len(case.ids)) == want.shape, name
         err = np.abs(got - want).max()
         assert err <= TOL, (name, err)
         assert want.std() > 1e-2, f"{name} is degenerate; the comparison would prove nothing"
@@ -261,6 +269,40 @@ def test_sharded_safetensors_hub_cache_and_orbax(one, tmp_path, monkeypatch):
     again, dims2 = qa.load_weights(tmp_path / "orbax")
     assert dims2 == dims
     _same(again, one.params)
+
+
+def test_audio_ffn_width_comes_from_the_checkpoint(tmp_path):
+    """encoder_ffn_dim != 4 x d_model: read from config.json, kept by save_params, and a dims
+    file written before the field existed still loads (with the default width)."""
+    dims, _ = CONFIGS["ffn-prime-partial-audio"]
+    model = random_model(dims, seed=3)
+    model.save_pretrained(tmp_path / "hf")
+    params, got = qa.load_weights(tmp_path / "hf")
+    assert got == dims and got.n_audio_ffn == 97 != 4 * got.n_audio_state
+    _same(params, params_of(model, dims))
+    assert params["encoder"]["blocks"]["mlp1"]["kernel"].shape == (2, 38, 97)
+    qa.save_params(params, got, tmp_path / "orbax")
+    again, got2 = qa.load_weights(tmp_path / "orbax")
+    assert got2 == dims
+    _same(again, params)
+    default = CONFIGS["gqa2-full-audio"][0]
+    old = tmp_path / "old"
+    qa.save_params(_zeros(default), default, old)
+    raw = json.loads((old / qa.weights.DIMS_FILE).read_text())
+    del raw["n_audio_ffn"]
+    (old / qa.weights.DIMS_FILE).write_text(json.dumps(raw))
+    assert qa.load_weights(old)[1] == default and default.n_audio_ffn == 4 * default.n_audio_state
+
+
+def _zeros(dims):
+    out = {}
+    for path, shape in iter_paths(qa.weights.param_shapes(dims)):
+        node = out
+        *parents, last = path.split("/")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = np.zeros(shape, np.float32)
+    return out
 
 
 def test_legacy_hub_names_and_checkpoint_errors(one, tmp_path):

@@ -18,6 +18,8 @@ from jaxasr_interp.weights.orbax_io import load_params_dir, save_params
 # Small, odd sizes so that any mix-up of axes shows as a shape error.
 SMALL = Dims(n_mels=7, n_audio_ctx=13, n_audio_state=12, n_audio_head=3, n_audio_layer=2, n_vocab=37,
              n_text_ctx=11, n_text_state=12, n_text_head=2, n_text_layer=3)
+# MLP widths that are not 4 x state (transformers' encoder_ffn_dim / decoder_ffn_dim)
+SMALL_FFN = SMALL.replace(n_audio_ffn=17, n_text_ffn=29)
 
 
 def assert_same_params(a, b):
@@ -408,6 +410,61 @@ def test_orbax_round_trip(small, tmp_path, tiny):
                                                          "bias": np.zeros(12, np.float32)}))
     with pytest.raises(CheckpointError, match="decoder/ln/scale"):
         save_params(bad, SMALL, tmp_path / "bad")
+
+
+# ---------------------------------------------------------------------------- FFN widths
+
+
+def test_dims_ffn_defaults_and_from_params():
+    assert (SMALL.n_audio_ffn, SMALL.n_text_ffn) == (48, 48)  # the default: 4 x state, resolved
+    spelled = Dims(**{f: getattr(SMALL, f) for f in ("n_mels", "n_audio_ctx", "n_audio_state", "n_audio_head",
+                                                     "n_audio_layer", "n_vocab", "n_text_ctx", "n_text_state",
+                                                     "n_text_head", "n_text_layer")}, n_audio_ffn=48, n_text_ffn=48)
+    assert spelled == SMALL and hash(spelled) == hash(SMALL) and SMALL_FFN != SMALL
+    assert all(d.n_audio_ffn == 4 * d.n_audio_state and d.n_text_ffn == 4 * d.n_text_state for d in PRESETS.values())
+    with pytest.raises(ValueError, match="n_text_ffn must be a positive int"):
+        SMALL.replace(n_text_ffn=-1)
+    for dims in (SMALL, SMALL_FFN):
+        assert Dims.from_params(random_params(dims), dims.n_audio_head, dims.n_text_head) == dims
+    shapes = param_shapes(SMALL_FFN)
+    assert shapes["encoder"]["blocks"]["mlp1"]["kernel"] == (2, 12, 17)
+    assert shapes["decoder"]["blocks"]["mlp2"]["kernel"] == (3, 29, 12)
+
+
+def test_ffn_widths_through_every_format(tmp_path):
+    """Each reader takes the FFN widths from the checkpoint: config.json (transformers), tensor
+    shapes (CTranslate2, openai .pt) or dims.json (orbax)."""
+    import dataclasses
+
+    import torch
+    params = random_params(SMALL_FFN, seed=3)
+    variables, aliases = ct2.ct2_variables_from_params(params, SMALL_FFN)
+    hf.save_hf_dir(params, SMALL_FFN, tmp_path / "hf")
+    cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert (cfg["encoder_ffn_dim"], cfg["decoder_ffn_dim"]) == (17, 29)
+    save_params(params, SMALL_FFN, tmp_path / "orbax")
+    openai_dims = {k: v for k, v in dataclasses.asdict(SMALL_FFN).items() if not k.endswith("_ffn")}
+    sd = {k: torch.from_numpy(v) for k, v in openai_state_dict_from_params(params, SMALL_FFN).items()}
+    torch.save({"dims": openai_dims, "model_state_dict": sd}, str(tmp_path / "ffn.pt"))
+    for source in (write_small(tmp_path, variables, aliases), tmp_path / "hf", tmp_path / "orbax", tmp_path / "ffn.pt"):
+        loaded = load_weights(source)
+        assert loaded.dims == SMALL_FFN, source
+        assert_same_params(loaded.params, params)
+    with pytest.raises(ValueError, match="4 \\* state"):  # openai/whisper could not load it
+        save_openai_pt(params, SMALL_FFN, tmp_path / "refused.pt")
+    # openai's own dims (no FFN fields) in what save_openai_pt writes, so that whisper.load_model reads it
+    save_openai_pt(random_params(SMALL), SMALL, tmp_path / "plain.pt")
+    assert set(torch.load(str(tmp_path / "plain.pt"), weights_only=True)["dims"]) == set(openai_dims)
+
+
+def test_orbax_dims_file_without_ffn_fields_still_loads(small, tmp_path):
+    out = save_params(small, SMALL, tmp_path / "old")
+    raw = json.loads((out / "dims.json").read_text())
+    assert (raw["n_audio_ffn"], raw["n_text_ffn"]) == (48, 48)
+    (out / "dims.json").write_text(json.dumps({k: v for k, v in raw.items() if not k.endswith("_ffn")}))
+    params, dims = load_params_dir(out)
+    assert dims == SMALL
+    assert_same_params(params, small)
 
 
 # -------------------------------------------------------------------------------------- hub

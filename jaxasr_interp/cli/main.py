@@ -45,8 +45,12 @@ def _transcribe(args) -> int:
     return 0
 
 
+CONVERT_FORMATS = ("orbax", "hf", "flax")
+
+
 def _convert(args) -> int:
     from jaxasr_interp.weights import load_weights
+    from jaxasr_interp.weights.flax_msgpack import save_flax_dir
     from jaxasr_interp.weights.hf import save_hf_dir
     from jaxasr_interp.weights.orbax_io import save_params
 
@@ -58,8 +62,9 @@ def _convert(args) -> int:
         save_params(loaded.params, loaded.dims, out, tokenizer_file=loaded.tokenizer_file,
                     overwrite=args.overwrite)
     else:
-        save_hf_dir(loaded.params, loaded.dims, out)
-        if loaded.tokenizer_file:
+        save = save_hf_dir if args.format == "hf" else save_flax_dir
+        save(loaded.params, loaded.dims, out)
+        if loaded.tokenizer_file and Path(loaded.tokenizer_file).resolve() != (out / "tokenizer.json").resolve():
             (out / "tokenizer.json").write_bytes(Path(loaded.tokenizer_file).read_bytes())
     print(f"wrote {args.format} checkpoint of {args.src} ({loaded.dims}) to {out}")
     return 0
@@ -112,12 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=None, help="decoding length limit")
     p.set_defaults(run=_transcribe)
 
-    p = sub.add_parser("convert", help="convert a checkpoint to orbax (default) or transformers format",
-                       description="Load any supported checkpoint and save it as an orbax "
-                                   "directory (fast to reload) or a transformers safetensors directory.")
+    p = sub.add_parser("convert", help="convert a checkpoint to orbax (default), transformers or Flax format",
+                       description="Load any supported checkpoint and save it as an orbax directory "
+                                   "(fast to reload), a transformers safetensors directory (hf), or a "
+                                   "transformers Flax directory (flax: config.json + flax_model.msgpack, "
+                                   "as on the hub and in whisper-jax). tokenizer.json is copied along.")
     p.add_argument("src", help="model name or path to convert")
     p.add_argument("out", help="output directory")
-    p.add_argument("--format", choices=("orbax", "hf"), default="orbax")
+    p.add_argument("--format", choices=CONVERT_FORMATS, default="orbax",
+                   help="orbax (default), hf (model.safetensors) or flax (flax_model.msgpack)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(run=_convert)
 

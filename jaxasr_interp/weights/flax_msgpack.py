@@ -133,11 +133,15 @@ def _weight_files(directory: Path) -> list[Path]:
     return [directory / s for s in shards]
 
 
-def _strip_model(flat: dict) -> dict:
+def _strip_model(flat: dict, source: str) -> dict:
     """Drop the top-level ``model/`` key when the tree has one (a headless tree has none)."""
-    if any(k.startswith("model/") for k in flat):
-        return {k[len("model/"):] if k.startswith("model/") else k: v for k, v in flat.items()}
-    return flat
+    out: dict = {}
+    for key, value in flat.items():
+        name = key[len("model/"):] if key.startswith("model/") else key
+        if name in out:
+            raise CheckpointError(f"{source}: {name!r} is stored both under model/ and outside it")
+        out[name] = value
+    return out
 
 
 def params_from_flax(flat: Mapping[str, np.ndarray], dims: Dims, *, tied: bool = True,
@@ -182,7 +186,7 @@ def load_flax_dir(directory: str | Path) -> tuple[dict, Dims]:
     flat: dict = {}
     for f in _weight_files(directory):
         _restore(f, flat)
-    return params_from_flax(_strip_model(flat), dims, tied=tied, source=str(directory)), dims
+    return params_from_flax(_strip_model(flat, str(directory)), dims, tied=tied, source=str(directory)), dims
 
 
 # ----------------------------------------------------------------------------------- writing

@@ -3,8 +3,9 @@
 :func:`hub_snapshot` resolves an id to a local snapshot directory through
 ``huggingface_hub.snapshot_download``, fetching only configs, tokenizer files and weights
 (safetensors, or a CTranslate2 ``model.bin``; ``pytorch_model*.bin`` only when a repository
-has nothing else, then ``flax_model*.msgpack`` only when it has not even those). Offline (``HF_HUB_OFFLINE=1``, or the hub unreachable) a cached snapshot is
-used; when there is none the error says so in one line and says what to do.
+has nothing else, then ``flax_model*.msgpack`` only when it has not even those). Offline
+(``HF_HUB_OFFLINE=1``, or the hub unreachable) a cached snapshot is used; when there is none
+the error says so in one line and says what to do.
 """
 
 from __future__ import annotations
