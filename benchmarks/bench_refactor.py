@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-KINDS = ("forward", "greedy", "head_sweep", "probe_sweep")
+KINDS = ("forward", "greedy", "decoding_loop", "head_sweep", "probe_sweep")
 
 
 def _best(fn, repeats: int = 3) -> float:
@@ -56,6 +56,12 @@ def worker(kind: str) -> float:
     if kind == "greedy":
         paths = [jai.sample_path(n) for n in names]
         return _best(lambda: jnp.asarray(jai.transcribe_ids(model, paths, batch_size=8)[0]), repeats=2)
+    if kind == "decoding_loop":  # bench_forward's (c): the KV-cache loop alone, batch 6
+        feats = jax.vmap(lambda m: jai.encode(model.params, m, dims=model.dims)[0])(mels)
+        bias = jnp.zeros((model.dims.n_vocab,), jnp.float32)  # no suppression
+        prompt = jnp.asarray(tok.prompt(), jnp.int32)
+        return _best(lambda: jai.greedy_decode(model.params, feats, prompt, tok.eot, bias, bias,
+                                           dims=model.dims, max_new_tokens=96))
     if kind == "head_sweep":
         from jaxasr_interp.patching import head_sweep
         feats = jai.encode(model.params, mels[0], dims=model.dims)[0]
@@ -81,6 +87,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", help="git commit of the 'before' checkout")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
     parser.add_argument("--worker", choices=KINDS, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_refactor_cpu.json"))
     args = parser.parse_args()
@@ -90,9 +97,11 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp()) / "before"
     subprocess.run(["git", "worktree", "add", "--detach", str(tmp), args.before], cwd=ROOT, check=True,
                    capture_output=True)
+    out_path = Path(args.out)
+    previous = json.loads(out_path.read_text()) if out_path.exists() else {}
+    results = previous.get("results", {}) if previous.get("before") == args.before else {}
     try:
-        results = {}
-        for kind in KINDS:
+        for kind in args.kinds:
             times = {"before": [], "after": []}
             for _ in range(args.rounds):
                 times["before"].append(run(tmp, kind))
@@ -101,11 +110,12 @@ def main() -> None:
             results[kind] = {"before_s": best["before"], "after_s": best["after"],
                              "ratio_after_over_before": best["after"] / best["before"], "all": times}
             print(kind, json.dumps(results[kind]), flush=True)
+            out = {"machine": f"{platform.machine()}, {os.cpu_count()} cpu", "before": args.before,
+                   "model": "tiny.en", "clips": 6, "dtype": "float32", "rounds": args.rounds,
+                   "results": results}
+            out_path.write_text(json.dumps(out, indent=2) + "\n")  # after each kind
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(tmp)], cwd=ROOT, check=False)
-    out = {"machine": f"{platform.machine()}, {os.cpu_count()} cpu", "before": args.before,
-           "model": "tiny.en", "clips": 6, "dtype": "float32", "results": results}
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ embeddings included), ``H`` query heads, ``K`` key/value heads, ``dh`` the head 
 
 Audio encoder, per block: exactly Whisper's (``encoder.resid_pre``, ``encoder.attn.q/k/v``
 [S, H, dh], ``encoder.attn.pattern`` [H, S, S], ``encoder.attn.z``, ``encoder.attn_out``,
-``encoder.resid_mid``, ``encoder.mlp.hidden`` [S, 4D], ``encoder.mlp_out``,
+``encoder.resid_mid``, ``encoder.mlp.hidden`` [S, F] (F = ``n_audio_ffn``), ``encoder.mlp_out``,
 ``encoder.resid_post``). Whole encoder: ``encoder.embed`` [S, D] (convs + positions),
 ``encoder.pooled`` [A, D] (average pooling, stride 2), ``encoder.ln_post`` [A, D] (final
 LayerNorm), ``encoder.proj`` [A, Dt] (the projector output: the audio embeddings the LLM reads).

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxasr_interp.weights.hf import _read_torch_bins, _weight_files
-from jaxasr_interp.weights.layout import CheckpointError, ParamFiller, TensorSource, _linear, encoder_shapes, iter_paths, torch_to_flax
+from jaxasr_interp.weights.hf import read_torch_bins, weight_files
+from jaxasr_interp.weights.layout import CheckpointError, ParamFiller, TensorSource, linear_shapes, encoder_shapes, iter_paths, torch_to_flax
 from jaxasr_interp.qwen2_audio.config import QwenAudioDims, dims_from_hf_config
 
 DIMS_FILE = "qwen2_audio_dims.json"
@@ -43,16 +43,16 @@ def param_shapes(dims: QwenAudioDims) -> dict:
     dq, dkv, f = dims.n_text_head * dims.d_head, dims.n_kv_head * dims.d_head, dims.n_text_ffn
     return {
         "encoder": encoder_shapes(dims.n_mels, dims.n_audio_ctx, da, la, dims.n_audio_ffn),
-        "projector": _linear(da, dt),
+        "projector": linear_shapes(da, dt),
         "decoder": {
             "token_embedding": {"embedding": (dims.n_vocab, dt)},
             "blocks": {
                 "attn_norm": {"scale": (lt, dt)},
-                "attn": {"query": _linear(dt, dq, layers=lt), "key": _linear(dt, dkv, layers=lt),
-                         "value": _linear(dt, dkv, layers=lt), "out": _linear(dq, dt, bias=False, layers=lt)},
+                "attn": {"query": linear_shapes(dt, dq, layers=lt), "key": linear_shapes(dt, dkv, layers=lt),
+                         "value": linear_shapes(dt, dkv, layers=lt), "out": linear_shapes(dq, dt, bias=False, layers=lt)},
                 "mlp_norm": {"scale": (lt, dt)},
-                "mlp": {"gate": _linear(dt, f, bias=False, layers=lt), "up": _linear(dt, f, bias=False, layers=lt),
-                        "down": _linear(f, dt, bias=False, layers=lt)},
+                "mlp": {"gate": linear_shapes(dt, f, bias=False, layers=lt), "up": linear_shapes(dt, f, bias=False, layers=lt),
+                        "down": linear_shapes(f, dt, bias=False, layers=lt)},
             },
             "norm": {"scale": (dt,)},
             "lm_head": {"kernel": (dt, dims.n_vocab)},
@@ -189,9 +189,9 @@ def load_hf_dir(directory) -> tuple[dict, QwenAudioDims]:
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{cfg_file}: {e}") from None
     tied = bool(cfg.get("tie_word_embeddings") or cfg.get("text_config", {}).get("tie_word_embeddings"))
-    files, kind = _weight_files(directory)
+    files, kind = weight_files(directory)
     sd = {k: v for f in files for k, v in read_safetensors(f).items()} if kind == "safetensors" \
-        else _read_torch_bins(files)
+        else read_torch_bins(files)
     return params_from_state_dict(sd, dims, tied=tied, source=str(directory)), dims
 
 

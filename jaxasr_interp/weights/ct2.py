@@ -64,9 +64,9 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10000) -> np.nd
 # Scalars of WhisperSpec / TransformerDecoderSpec. Each one is read, and either used (heads)
 # or checked against the value that Whisper's architecture needs: a file whose flags describe
 # another architecture is refused rather than silently run as Whisper.
-_GELU = 3  # common_spec.Activation.GELU
+GELU = 3  # common_spec.Activation.GELU
 _REQUIRED_FLAGS = {
-    "decoder/activation": _GELU,
+    "decoder/activation": GELU,
     "decoder/pre_norm": 1,
     "decoder/scale_embeddings": 0,
     "decoder/alibi": 0,

@@ -15,9 +15,9 @@ from jaxasr_interp.weights.layout import iter_paths
 
 
 def _scalars(dims: Dims) -> dict[str, np.ndarray]:
-    from jaxasr_interp.weights.ct2 import _GELU  # imported here: ct2 re-exports this module
+    from jaxasr_interp.weights.ct2 import GELU  # imported here: ct2 re-exports this module
     return {
-        "decoder/activation": np.int8(_GELU), "decoder/alibi": np.int8(0),
+        "decoder/activation": np.int8(GELU), "decoder/alibi": np.int8(0),
         "decoder/alignment_heads": np.int16(1), "decoder/alignment_layer": np.int16(-1),
         "decoder/num_heads": np.int16(dims.n_text_head), "decoder/pre_norm": np.int8(1),
         "decoder/scale_embeddings": np.int8(0), "decoder/start_from_zero_embedding": np.int8(0),

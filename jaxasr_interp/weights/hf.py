@@ -119,7 +119,7 @@ def _read_safetensors(files: list[Path]) -> dict[str, np.ndarray]:
     return out
 
 
-def _read_torch_bins(files: list[Path]) -> dict[str, np.ndarray]:
+def read_torch_bins(files: list[Path]) -> dict[str, np.ndarray]:
     try:
         import torch
     except ImportError:
@@ -135,7 +135,7 @@ def _read_torch_bins(files: list[Path]) -> dict[str, np.ndarray]:
     return out
 
 
-def _weight_files(directory: Path) -> tuple[list[Path], str]:
+def weight_files(directory: Path) -> tuple[list[Path], str]:
     for single, index, kind in (("model.safetensors", "model.safetensors.index.json", "safetensors"),
                                 ("pytorch_model.bin", "pytorch_model.bin.index.json", "torch")):
         if (directory / single).is_file():
@@ -158,8 +158,8 @@ def load_hf_dir(directory: str | Path) -> tuple[dict, Dims]:
     if not cfg_file.is_file():
         raise CheckpointError(f"{directory}: no config.json, so not a transformers checkpoint directory")
     dims = dims_from_hf_config(json.loads(cfg_file.read_text()))
-    files, kind = _weight_files(directory)
-    state_dict = _read_safetensors(files) if kind == "safetensors" else _read_torch_bins(files)
+    files, kind = weight_files(directory)
+    state_dict = _read_safetensors(files) if kind == "safetensors" else read_torch_bins(files)
     return params_from_hf_state_dict(state_dict, dims, source=str(directory)), dims
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from jaxasr_interp.whisper.config import Dims
 
 
-def _linear(n_in, n_out, bias=True, layers=None):
+def linear_shapes(n_in, n_out, bias=True, layers=None):
     lead = () if layers is None else (layers,)
     leaf = {"kernel": lead + (n_in, n_out)}
     if bias:
@@ -36,16 +36,16 @@ def _norm(d, layers=None):
 
 def _attention(d, layers):
     return {
-        "query": _linear(d, d, layers=layers),
-        "key": _linear(d, d, bias=False, layers=layers),
-        "value": _linear(d, d, layers=layers),
-        "out": _linear(d, d, layers=layers),
+        "query": linear_shapes(d, d, layers=layers),
+        "key": linear_shapes(d, d, bias=False, layers=layers),
+        "value": linear_shapes(d, d, layers=layers),
+        "out": linear_shapes(d, d, layers=layers),
     }
 
 
 def _mlp(d, ffn, layers):
-    return {"mlp_ln": _norm(d, layers), "mlp1": _linear(d, ffn, layers=layers),
-            "mlp2": _linear(ffn, d, layers=layers)}
+    return {"mlp_ln": _norm(d, layers), "mlp1": linear_shapes(d, ffn, layers=layers),
+            "mlp2": linear_shapes(ffn, d, layers=layers)}
 
 
 def encoder_shapes(n_mels: int, n_ctx: int, d: int, layers: int, ffn: int | None = None) -> dict:
@@ -87,12 +87,6 @@ def iter_paths(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str,
             yield from iter_paths(value, path)
         else:
             yield path, value
-
-
-def get_path(tree: Mapping[str, Any], path: str):
-    for key in path.split("/"):
-        tree = tree[key]
-    return tree
 
 
 def set_path(tree: dict, path: str, value) -> None:

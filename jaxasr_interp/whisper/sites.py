@@ -15,7 +15,7 @@ Encoder, per block ``l`` (in computation order):
 ``attn.z``           [S, H, dh]       weighted values, before the output projection
 ``attn_out``         [S, D]           after the output projection, before the residual add
 ``resid_mid``        [S, D]           ``resid_pre + attn_out``
-``mlp.hidden``       [S, 4D]          after GELU
+``mlp.hidden``       [S, F]           after GELU (F = ``n_audio_ffn``, 4D in every released model)
 ``mlp_out``          [S, D]           after the second linear, before the residual add
 ``resid_post``       [S, D]           block output (``resid_mid + mlp_out``)
 ===================  ===============  =====================================================
@@ -23,7 +23,7 @@ Encoder, per block ``l`` (in computation order):
 Decoder, per block: ``resid_pre``; ``self_attn.q/k/v`` [T, H, dh], ``self_attn.pattern``
 [H, T, T], ``self_attn.z``, ``self_attn_out``, ``resid_mid``; ``cross_attn.q`` [T, H, dh],
 ``cross_attn.k/v`` [S, H, dh], ``cross_attn.pattern`` [H, T, S], ``cross_attn.z`` [T, H, dh],
-``cross_attn_out``, ``resid_mid_cross``; ``mlp.hidden`` [T, 4D], ``mlp_out``, ``resid_post``.
+``cross_attn_out``, ``resid_mid_cross``; ``mlp.hidden`` [T, F] (F = ``n_text_ffn``), ``mlp_out``, ``resid_post``.
 
 Whole-stack sites: ``encoder.embed`` [S, D] (after convs + positions), ``encoder.ln_post``
 [S, D] (the encoder output), ``decoder.embed`` [T, D] (tokens + positions),
