@@ -139,6 +139,38 @@ def test_empty_wav_is_rejected(tmp_path):
         log_mel(np.zeros(0, dtype=np.float32))
 
 
+def _three_second_wav(path, subtype="PCM_16"):
+    """3 s of noise; returns (samples, offset of the first data byte, bytes per frame)."""
+    x = (0.1 * np.random.default_rng(0).standard_normal(3 * SAMPLE_RATE)).astype(np.float32)
+    sf.write(path, x, SAMPLE_RATE, subtype=subtype)
+    return x, path.read_bytes().index(b"data") + 8, {"PCM_16": 2, "FLOAT": 4}[subtype]
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "FLOAT"])
+@pytest.mark.parametrize("extra", [0, 1], ids=["whole-frames", "half-a-sample-more"])
+def test_truncated_wav_is_refused_with_the_counts(tmp_path, subtype, extra):
+    path = tmp_path / "cut.wav"
+    _, start, frame = _three_second_wav(path, subtype)
+    path.write_bytes(path.read_bytes()[: start + 8 * frame + extra])  # header + 8 samples of 48000
+    assert sf.info(str(path)).frames == 8 and len(sf.read(str(path))[0]) == 8  # libsndfile: silent
+    with pytest.raises(AudioError) as info:
+        load_audio(path)
+    message = str(info.value)
+    assert message == (f"audio file {path} is truncated: header says 48000 frames, file holds 8 "
+                       f"({8 * frame + extra} of {48000 * frame} data bytes); re-export or repair the file")
+
+
+def test_whole_and_open_ended_wavs_are_not_called_truncated(tmp_path):
+    path = tmp_path / "whole.wav"
+    x, start, _ = _three_second_wav(path)
+    np.testing.assert_allclose(load_audio(path), x, atol=1 / 32768, rtol=0)
+    data = path.read_bytes()
+    (tmp_path / "tail.wav").write_bytes(data + b"LIST" + (5).to_bytes(4, "little") + b"abcde\0")
+    (tmp_path / "stream.wav").write_bytes(data[: start - 4] + b"\xff" * 4 + data[start:])  # size left open
+    for name in ("tail.wav", "stream.wav"):
+        np.testing.assert_allclose(load_audio(tmp_path / name), x, atol=1 / 32768, rtol=0)
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_non_finite_samples_are_rejected(bad):
     x = np.zeros(100, dtype=np.float32)

@@ -119,22 +119,32 @@ def test_silence_gives_an_empty_or_short_transcript(handled):
     assert np.isfinite(mel).all() and mel.std() == 0  # a flat floor: log of zero power is clamped
 
 
-def test_truncated_wav_keeps_the_samples_present(tmp_path, jfk):
-    path = tmp_path / "cut.wav"
-    sf.write(path, jfk, 16000, subtype="PCM_16")
-    data = path.read_bytes()
-    path.write_bytes(data[: 44 + 2 * 40000])  # header + the first 40000 samples of 176000
-    np.testing.assert_allclose(jai.load_audio(path), jfk[:40000], atol=1 / 32768, rtol=0)
-
-
 # ------------------------------------------------------------------- audio that must be refused
+
+def cut_wav(d, jfk):
+    """JFK as 16-bit PCM, cut after the first 40000 of its 176000 samples (an interrupted copy)."""
+    sf.write(d / "cut.wav", jfk, 16000, subtype="PCM_16")
+    data = (d / "cut.wav").read_bytes()
+    (d / "cut.wav").write_bytes(data[: data.index(b"data") + 8 + 2 * 40000])
+    return d / "cut.wav"
+
+
+def test_truncated_wav_is_a_one_line_error_not_a_short_transcript(tmp_path, capsys, jfk):
+    path = cut_wav(tmp_path, jfk)
+    assert main(["transcribe", str(path)]) == 2  # libsndfile alone reads the 40000 silently
+    one_line_error(capsys, f"{path} is truncated: header says 176000 frames, file holds 40000",
+                   "re-export or repair the file")
+    with pytest.raises(AudioError, match="is truncated: header says 176000 frames, file holds 40000"):
+        jai.load_audio(path)
+
 
 @pytest.mark.parametrize("make, needle", [
     (lambda d: sf.write(d / "empty.wav", np.zeros(0, np.float32), 16000) or d / "empty.wav", "no samples"),
     (lambda d: (d / "head.wav").write_bytes(Path(JFK).read_bytes()[:30]) and d / "head.wav", "cannot read"),
     (lambda d: (d / "notes.wav").write_text("not audio\n") and d / "notes.wav", "cannot read"),
     (lambda d: d, "is a directory"),
-], ids=["empty", "truncated-header", "non-audio", "directory"])
+    (lambda d: cut_wav(d, jai.load_audio(JFK)), "is truncated"),
+], ids=["empty", "truncated-header", "non-audio", "directory", "truncated-data"])
 def test_unreadable_audio_is_a_one_line_error_before_the_model_loads(tmp_path, capsys, make, needle):
     path = make(tmp_path)
     assert main(["report", str(path), "--out", str(tmp_path / "out"), "--model", "no-such-model"]) == 2
@@ -155,6 +165,21 @@ def test_nan_samples_are_refused_in_files_and_arrays(tmp_path, capsys, model, jf
 def test_multichannel_array_is_refused_with_the_fix(model, jfk):
     with pytest.raises(AudioError, match=r"1-D mono.*got shape \(2, 176000\).*mean"):
         jai.transcribe(model, np.stack([jfk, jfk]))
+
+
+# ------------------------------------------------------------------ British spelling in scoring
+
+def test_british_spelling_scores_as_american_like_whisper():
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+    from jaxasr_interp.whisper.text_metrics import english_spelling_map, normalize, word_errors
+    spelling = english_spelling_map()
+    assert len(spelling) == 1739 and spelling["colour"] == "color" and spelling["catalogue"] == "catalog"
+    assert word_errors(normalize("The colour."), normalize("the color")) == (0, 2)
+    no_map = EnglishTextNormalizer({})  # what scoring did before: one substitution
+    assert word_errors(no_map("The colour."), no_map("the color")) == (1, 2)
+    sentence = "Mr. Smith's neighbour didn't realise the colour of the theatre's aluminium catalogue."
+    expected = "mister smith is neighbor did not realize the color of the theater is aluminum catalog"
+    assert normalize(sentence) == EnglishTextNormalizer(spelling)(sentence) == expected
 
 
 # ---------------------------------------------------------------------- models and checkpoints

@@ -175,7 +175,7 @@ def register(sub) -> None:
                                    "embedding, teacher-forced on the model's own transcript.")
     p.add_argument("audio", nargs="+", metavar="AUDIO", help="audio files")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--model", default="tiny.en", help="model name or path (default: tiny.en)")
+    p.add_argument("--model", default="tiny.en", help="model name or path")
     p.add_argument("--text", default=None, help="read this transcript instead of the greedy one (one AUDIO)")
     p.add_argument("--top-k", type=int, default=5, help="top tokens kept per cell")
     p.add_argument("--site", default="resid_post", choices=("resid_mid", "resid_mid_cross", "resid_post"),
@@ -188,7 +188,7 @@ def register(sub) -> None:
                                    "layer l, decode greedily, score WER/CER and repetition per layer.")
     p.add_argument("audio", nargs="+", metavar="AUDIO", help="audio files")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--model", default="tiny.en", help="model name or path (default: tiny.en)")
+    p.add_argument("--model", default="tiny.en", help="model name or path")
     p.add_argument("--ref-text", default=None, metavar="FILE",
                    help="references: one line per AUDIO, or JSON {file name: text}; default: the "
                         "full model's transcript")

@@ -130,7 +130,7 @@ def register(sub):
     p.add_argument("--reference", default=None, help="reference audio (default: seeded white noise)")
     p.add_argument("--alphas", default="0.25,0.5,0.75,1", help="comma-separated alphas")
     p.add_argument("--mode", default="interpolate", help="interpolate (towards the reference) or zero")
-    p.add_argument("--model", default="tiny.en", help="model name or path (default: tiny.en)")
+    p.add_argument("--model", default="tiny.en", help="model name or path")
     p.add_argument("--width", type=int, default=64, help="teacher-forced sequence length (prompt + transcript)")
     p.add_argument("--decode", action="store_true", help="decoder families: edited greedy transcripts too")
     p.add_argument("--out", required=True, help="output directory")
@@ -171,30 +171,32 @@ def register_experiments(exp_sub):
     p = exp_sub.add_parser("repetition", help="repetition hallucinations: patch cross-attention layers and heads",
                            description="Find looping transcripts in a pool of real, noisy, truncated, clipped and "
                                        "very fast synthesized speech; patch every decoder layer's cross-attention "
-                                       "and every head towards white noise; report %% of loops resolved.")
-    p.add_argument("--model", default="tiny.en")
+                                       "and every head towards white noise; report % of loops resolved.")
+    p.add_argument("--model", default="tiny.en", help="model name or path")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--alphas", default="0.25,0.5,0.75,1")
+    p.add_argument("--alphas", default="0.25,0.5,0.75,1", help="comma-separated patch strengths")
     p.add_argument("--max-items", type=int, default=16, help="looping items patched")
     p.add_argument("--max-new-tokens", type=int, default=96, help="greedy decoding length (loops need room)")
     p.add_argument("--reference", default=None, help="reference audio (default: seeded white noise)")
     p.add_argument("--seed", type=int, default=0, help="pool seed")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(run=_repetition)
     p = exp_sub.add_parser("contextual-bias", help="contextual bias: patch encoder (and decoder) components",
                            description="Synthesize minimal-pair sentences (or --sentences CSV with columns "
                                        "sentence,spoken,expected), count contextual errors, patch components "
-                                       "towards white noise, report %% of errors flipped to the spoken word.")
-    p.add_argument("--model", default="tiny.en")
+                                       "towards white noise, report % of errors flipped to the spoken word.")
+    p.add_argument("--model", default="tiny.en", help="model name or path")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--sentences", default=None, help="CSV with columns sentence,spoken,expected")
-    p.add_argument("--families", default=",".join(ENCODER_FAMILIES + DECODER_FAMILIES))
+    p.add_argument("--families", default=",".join(ENCODER_FAMILIES + DECODER_FAMILIES),
+                   help="comma-separated component families (or sites) patched")
     p.add_argument("--alphas", default="0.5,1", help="alphas of layer families")
     p.add_argument("--head-alphas", default="1", help="alphas of head families")
     p.add_argument("--max-items", type=int, default=12, help="contextual errors patched")
     p.add_argument("--reference", default=None, help="reference audio (default: seeded white noise)")
-    p.add_argument("--voice", default="en-us")
-    p.add_argument("--speed", type=int, default=150)
-    p.add_argument("--no-attribution", action="store_true")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--voice", default="en-us", help="espeak-ng voice of the synthesized sentences")
+    p.add_argument("--speed", type=int, default=150, help="espeak-ng speaking rate, words per minute")
+    p.add_argument("--no-attribution", action="store_true",
+                   help="skip attribution patching and its rank correlation with the sweep")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(run=_contextual)

@@ -22,7 +22,7 @@ def _probe_kw(args) -> dict:
 
 
 def _add_probe_options(p):
-    p.add_argument("--model", default="tiny.en", help="model name or path (default: tiny.en)")
+    p.add_argument("--model", default="tiny.en", help="model name or path")
     p.add_argument("--folds", type=int, default=5, help="stratified cross-validation folds")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (fold splits, controls)")
     p.add_argument("--l2", default="0.001,0.01,0.1", help="comma-separated L2 strengths swept")
@@ -72,7 +72,8 @@ def register(sub):
 def register_experiments(exp_sub):
     from jaxasr_interp.experiments.probing import EXPERIMENTS
     for name, spec in EXPERIMENTS.items():
-        p = exp_sub.add_parser(name, help=f"probing: {spec['target']} (paper: {spec['paper']})",
+        paper = spec["paper"].replace("%", "%%")  # help strings are %-formatted; descriptions are not
+        p = exp_sub.add_parser(name, help=f"probing: {spec['target']} (paper: {paper})",
                                description=f"Build the {spec['builder']} dataset (OUT/data), extract features, "
                                            f"probe '{spec['target']}' at every layer. Paper: {spec['paper']}.")
         p.add_argument("--out", required=True, help="output directory")

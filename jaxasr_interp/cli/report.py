@@ -45,7 +45,7 @@ def register(sub) -> None:
     p.add_argument("audio", nargs="?", default=None, metavar="AUDIO",
                    help="one audio file (default: the bundled jfk.wav)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--model", default="tiny.en", help="model name or path (default: tiny.en)")
+    p.add_argument("--model", default="tiny.en", help="model name or path")
     p.add_argument("--ref-text", default=None, metavar="TEXT",
                    help="the text spoken, for WERs (default: none; the bundled clip's own)")
     p.add_argument("--alpha", type=float, default=1.0, help="strength of each head patch (0..1)")

@@ -13,11 +13,11 @@ import numpy as np
 CURRENT_BINARY_VERSION = 6
 
 # Order matches the DataType enum of include/ctranslate2/types.h.
-_DTYPE_NAMES = ("float32", "int8", "int16", "int32", "float16", "bfloat16")
-_NUMPY_DTYPES = {0: np.dtype("<f4"), 1: np.dtype("i1"), 2: np.dtype("<i2"), 3: np.dtype("<i4"),
+DTYPE_NAMES = ("float32", "int8", "int16", "int32", "float16", "bfloat16")
+NUMPY_DTYPES = {0: np.dtype("<f4"), 1: np.dtype("i1"), 2: np.dtype("<i2"), 3: np.dtype("<i4"),
                  4: np.dtype("<f2"), 5: np.dtype("<u2")}  # bf16 is kept as raw uint16 bits
-_ITEM_SIZE_DTYPES = {4: 0, 2: 2, 1: 1}  # binary_version < 4: the dtype was guessed from the item size
-_MAX_RANK = 8
+ITEM_SIZE_DTYPES = {4: 0, 2: 2, 1: 1}  # binary_version < 4: the dtype was guessed from the item size
+MAX_RANK = 8
 
 
 @dataclasses.dataclass

@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from jaxasr_interp.weights.ct2_format import (
-    CURRENT_BINARY_VERSION, _DTYPE_NAMES, _ITEM_SIZE_DTYPES, _MAX_RANK, _NUMPY_DTYPES, Ct2File)
+    CURRENT_BINARY_VERSION, DTYPE_NAMES, ITEM_SIZE_DTYPES, MAX_RANK, NUMPY_DTYPES, Ct2File)
 from jaxasr_interp.weights.layout import CheckpointError
 
 
@@ -143,13 +143,13 @@ def _read_type(f: _FieldReader, version: int) -> tuple[int, int]:
     if version >= 4:
         type_id = f.u8()
         nbytes = f.u32()
-        if type_id not in _NUMPY_DTYPES:
+        if type_id not in NUMPY_DTYPES:
             f.fail(f"corrupt: unknown dtype id {type_id}")
     else:
         item_size = f.u8()
-        if item_size not in _ITEM_SIZE_DTYPES:
+        if item_size not in ITEM_SIZE_DTYPES:
             f.fail(f"corrupt: unknown item size {item_size}")
-        type_id = _ITEM_SIZE_DTYPES[item_size]
+        type_id = ITEM_SIZE_DTYPES[item_size]
         nbytes = f.u32() * item_size
     return type_id, nbytes
 
@@ -161,19 +161,19 @@ def _read_variable(f: _FieldReader, version: int, i: int,
     name = f.string()
     f.where = f"variable {i} {name!r}"
     rank = f.u8()
-    if rank > _MAX_RANK:
+    if rank > MAX_RANK:
         f.fail(f"corrupt: rank {rank}")
     shape = struct.unpack(f"<{rank}I", f.take(4 * rank)) if rank else ()
     type_id, nbytes = _read_type(f, version)
-    dtype = _NUMPY_DTYPES[type_id]
+    dtype = NUMPY_DTYPES[type_id]
     expected = math.prod(shape) * dtype.itemsize
     if nbytes != expected:
-        f.fail(f"corrupt: shape {tuple(shape)} of {_DTYPE_NAMES[type_id]} needs {expected} bytes "
+        f.fail(f"corrupt: shape {tuple(shape)} of {DTYPE_NAMES[type_id]} needs {expected} bytes "
                f"but the file records {nbytes}")
     if name in seen:
         f.fail("corrupt: variable name repeated")
     data = f.take(nbytes)
-    return name, np.frombuffer(data, dtype=dtype).reshape(shape), _DTYPE_NAMES[type_id]
+    return name, np.frombuffer(data, dtype=dtype).reshape(shape), DTYPE_NAMES[type_id]
 
 
 def _read_aliases(f: _FieldReader, version: int, variables: Mapping[str, np.ndarray]) -> dict[str, str]:

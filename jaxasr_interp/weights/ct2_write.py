@@ -10,7 +10,7 @@ from typing import BinaryIO, Mapping
 
 import numpy as np
 
-from jaxasr_interp.weights.ct2_format import CURRENT_BINARY_VERSION, _NUMPY_DTYPES
+from jaxasr_interp.weights.ct2_format import CURRENT_BINARY_VERSION, NUMPY_DTYPES
 
 _WRITE_DTYPES = (None, "float32", "float16", "bfloat16", "int8", "int16")
 # numpy dtype of a non-float array -> CTranslate2 dtype id it is stored as
@@ -58,7 +58,7 @@ def _records(named_arrays: Mapping[str, np.ndarray], dtype: str | None) -> dict[
             type_id = _INT_TYPE_IDS.get(value.dtype)
             if type_id is None:
                 raise ValueError(f"{name}: cannot store dtype {value.dtype}")
-            add(name, value.astype(_NUMPY_DTYPES[type_id]), type_id)
+            add(name, value.astype(NUMPY_DTYPES[type_id]), type_id)
         elif dtype in ("int8", "int16") and value.ndim == 2 and name.endswith("weight"):
             q, scale = (_quantize_int8 if dtype == "int8" else _quantize_int16)(value)
             add(name, q, 1 if dtype == "int8" else 2)
@@ -82,7 +82,7 @@ def _write_variable(fh: BinaryIO, name: str, value: np.ndarray, type_id: int) ->
     fh.write(struct.pack("<B", value.ndim))
     fh.write(struct.pack(f"<{value.ndim}I", *value.shape))
     fh.write(struct.pack("<BI", type_id, value.nbytes))
-    fh.write(value.astype(_NUMPY_DTYPES[type_id], copy=False).tobytes())
+    fh.write(value.astype(NUMPY_DTYPES[type_id], copy=False).tobytes())
 
 
 def write_ct2(path: str | os.PathLike, named_arrays: Mapping[str, np.ndarray],

@@ -11,6 +11,8 @@ Contract:
   audio both work. It matches transformers' ``WhisperFeatureExtractor`` to ~1e-5.
 * Every bad input raises ``AudioError`` (a ``ValueError``) with a one-line message saying what
   to do; a missing file raises ``AudioFileNotFoundError``, which is also a ``FileNotFoundError``.
+  A truncated WAV (its header promises more data than the file holds, as after an interrupted
+  copy or recording) is refused too: libsndfile would silently return the frames present.
 * ``sample_path`` / ``sample_transcripts`` give the bundled public-domain speech clips.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import struct
 import warnings
 from pathlib import Path
 
@@ -66,8 +69,53 @@ def _read_file(path: Path) -> tuple[np.ndarray, int]:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise AudioError(f"cannot read {path} as audio ({reason}); pass a wav/flac/ogg file, "
                          "or decode it yourself and pass a numpy array") from None
+    _check_not_truncated(path, data.shape[0])
     # Mean rather than picking a channel: keeps the energy of sources panned to either side.
     return _check_samples(data.mean(axis=1), f"audio file {path}"), rate
+
+
+# WAVE format tags whose block_align is the size of one frame (PCM, float, A-law, mu-law, extensible).
+_FRAME_FORMATS = (0x0001, 0x0003, 0x0006, 0x0007, 0xFFFE)
+_UNKNOWN_SIZES = (0, 0xFFFFFFFF)  # streamed WAVs and RF64 leave the data size open
+
+
+def _wav_data_chunk(path: Path) -> tuple[int, int, int | None] | None:
+    """(bytes the data chunk's header declares, bytes present, frame size or None) of a RIFF/RIFX
+    WAVE file; None for other files or an open-ended data size."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+            return None
+        endian = "<" if head[:4] == b"RIFF" else ">"
+        frame = None
+        for _ in range(10000):  # chunk walk; a corrupt size ends it at end of file
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            name, length = chunk[:4], struct.unpack(endian + "I", chunk[4:])[0]
+            if name == b"data":
+                return (None if length in _UNKNOWN_SIZES else (length, size - f.tell(), frame))
+            body = f.read(min(length, 16)) if name == b"fmt " else b""
+            if len(body) >= 14:
+                tag, align = struct.unpack(endian + "H", body[:2])[0], struct.unpack(endian + "H", body[12:14])[0]
+                frame = align if tag in _FRAME_FORMATS and align > 0 else None
+            f.seek(length + (length & 1) - len(body), 1)
+    return None
+
+
+def _check_not_truncated(path: Path, frames_read: int) -> None:
+    """Refuse a WAV whose data chunk is cut short (libsndfile reads what is there, silently)."""
+    chunk = _wav_data_chunk(path)
+    if chunk is None or chunk[0] <= chunk[1]:
+        return
+    declared, present, frame = chunk
+    if frame:
+        counts = f"header says {declared // frame} frames, file holds {frames_read}"
+    else:
+        counts = f"header says {declared} data bytes, file holds {present}"
+    raise AudioError(f"audio file {path} is truncated: {counts} ({present} of {declared} data bytes); "
+                     "re-export or repair the file")
 
 
 def _as_float_array(x) -> np.ndarray:

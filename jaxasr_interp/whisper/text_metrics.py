@@ -3,8 +3,9 @@
 Contract:
 
 - :func:`normalize` is the one text normaliser. ``"english"`` applies Whisper's English
-  normaliser (transformers' ``EnglishTextNormalizer`` with an empty spelling map, as the tests
-  do); ``"basic"`` applies ``BasicTextNormalizer`` (any language); ``"plain"`` lower-cases,
+  normaliser: transformers' ``EnglishTextNormalizer`` with Whisper's British -> American
+  spelling map (:func:`english_spelling_map`), exactly as openai-whisper and transformers'
+  ``WhisperTokenizer.normalize`` score, so "colour" and "color" are the same word; ``"basic"`` applies ``BasicTextNormalizer`` (any language); ``"plain"`` lower-cases,
   turns everything but ``a-z``, ``0-9`` and apostrophes into spaces and collapses them (the
   words of :func:`words`: repetition detection, behavioural WER, dataset labels); ``None``
   leaves the text as it is (stripped).
@@ -19,17 +20,33 @@ Contract:
 from __future__ import annotations
 
 import functools
+import json
 import re
 import zlib
+from pathlib import Path
 
 import jiwer
+
+# Whisper's spelling map, vendored unchanged from openai-whisper 20250625 (PyPI sdist,
+# whisper/normalizers/english.json; MIT License, Copyright (c) 2022 OpenAI: see
+# english_spelling.LICENSE beside it). The same table is the hub's ``normalizer.json`` of the
+# openai/whisper-* checkpoints; neither transformers nor the bundled models ship it.
+SPELLING_MAP = Path(__file__).with_name("english_spelling.json")
+
+
+@functools.lru_cache(maxsize=1)
+def english_spelling_map() -> dict[str, str]:
+    """Whisper's British -> American spelling map, ``{"colour": "color", ...}`` (cached and
+    shared: do not mutate it)."""
+    with open(SPELLING_MAP, encoding="utf-8") as f:
+        return json.load(f)
 
 
 @functools.lru_cache(maxsize=2)
 def _normalizer(kind: str):
     from transformers.models.whisper.english_normalizer import BasicTextNormalizer, EnglishTextNormalizer
     if kind == "english":
-        return EnglishTextNormalizer({})
+        return EnglishTextNormalizer(english_spelling_map())
     if kind == "basic":
         return BasicTextNormalizer()
     raise ValueError(f"normalizer must be 'english', 'basic', 'plain' or None, got {kind!r}")
