@@ -18,8 +18,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 
 def check_audio(paths):
     for path in paths:
@@ -36,77 +34,35 @@ def out_dir(path) -> Path:
 
 
 def _logit_lens(args) -> int:
-    import jax.numpy as jnp
-    from tqdm import tqdm
-    from jaxasr_interp.whisper.api import load, transcribe_ids
-    from jaxasr_interp.whisper.audio import load_audio, log_mel
-    from jaxasr_interp.lenses.logit import logit_lens
+    from jaxasr_interp.whisper.api import load
+    from jaxasr_interp.lenses.files import (logit_lens_files, logit_lens_record, logit_lens_rows,
+                                            saturation_summary, teacher_ids)
     from jaxasr_interp.plots.lens import plot_logit_lens, plot_saturation_histogram
-    from jaxasr_interp.whisper.tokenizer import teacher_tokens
 
     check_audio(args.audio)
     if args.text is not None and len(args.audio) != 1:
         raise ValueError("--text needs exactly one AUDIO file")
     out = out_dir(args.out)
     model = load(args.model)
-    tok = model.tokenizer
-    ids = ([tok.encode(" " + args.text.strip())] if args.text is not None else
-           transcribe_ids(model, args.audio, batch_size=args.batch_size, progress=True))
-    prompt = tok.prompt()
-    seqs = [prompt + i for i in ids]
-    width = max(map(len, seqs))  # one length for every batch: one compiled program
+    ids = teacher_ids(model, args.audio, text=args.text, batch_size=args.batch_size, progress=True)
     rows, records, saturations = [], [], []
-    for start in tqdm(range(0, len(seqs), args.batch_size), desc="logit lens", unit="batch"):
-        chunk = list(range(start, min(start + args.batch_size, len(seqs))))
-        full = chunk + [chunk[-1]] * (min(args.batch_size, len(seqs)) - len(chunk))
-        mels = jnp.stack([log_mel(load_audio(args.audio[i]), n_mels=model.dims.n_mels) for i in full])
-        tokens = jnp.asarray([teacher_tokens(prompt, ids[i], tok.eot, width) for i in full], jnp.int32)
-        lens = logit_lens(model, mels, tokens, k=args.top_k)
-        for j, i in enumerate(chunk):
-            n = len(seqs[i])
-            record = _lens_record(lens, j, n, tok, args.audio[i])
-            records.append(record)
-            saturations.append(lens.saturation[j, :n])
-            rows += _lens_rows(record)
-            plot_logit_lens(lens, tok, index=j, site=args.site, max_positions=n,
-                            path=out / f"logit_lens_{Path(args.audio[i]).stem}.png",
-                            title=f"logit lens ({args.site}): {Path(args.audio[i]).name}")
-    plot_saturation_histogram(np.concatenate(saturations), model.dims.n_text_layer,
-                              path=out / "saturation.png")
+    lenses = logit_lens_files(model, args.audio, ids, batch_size=args.batch_size, k=args.top_k, progress=True)
+    for i, lens in enumerate(lenses):  # the generator runs to its end: its progress bar closes
+        path = args.audio[i]
+        record = logit_lens_record(lens, model.tokenizer, path)
+        records.append(record)
+        saturations.append(lens.saturation)
+        rows += logit_lens_rows(record)
+        plot_logit_lens(lens, model.tokenizer, site=args.site, max_positions=len(lens.tokens),
+                        path=out / f"logit_lens_{Path(path).stem}.png",
+                        title=f"logit lens ({args.site}): {Path(path).name}")
+    positions, mean = saturation_summary(saturations)
+    plot_saturation_histogram(positions, model.dims.n_text_layer, path=out / "saturation.png")
     (out / "logit_lens.json").write_text(json.dumps(records, indent=1))
     _write_csv(out / "logit_lens.csv", rows)
-    mean = float(np.mean(np.concatenate(saturations)))
     print(f"mean saturation layer {mean:.2f} of {model.dims.n_text_layer} decoder layers "
-          f"({sum(map(len, saturations))} positions); wrote {out}")
+          f"({len(positions)} positions); wrote {out}")
     return 0
-
-
-def _lens_record(lens, j: int, n: int, tok, audio) -> dict:
-    piece = lambda i: tok.decode([int(i)]) or tok.tokenizer.id_to_token(int(i)) or f"<{int(i)}>"
-    sites = {}
-    for site in lens.sites:
-        f = {k: v[j][:, :n] for k, v in lens.site(site).items()}
-        sites[site] = {"top_tokens": [[[piece(i) for i in cell] for cell in layer] for layer in f["top_ids"]],
-                       **{k: np.round(v, 6).tolist() for k, v in f.items()}}
-    return {"audio": str(audio), "tokens": lens.tokens[j, :n].tolist(),
-            "token_text": [piece(i) for i in lens.tokens[j, :n]],
-            "final_ids": lens.final_ids[j, :n].tolist(),
-            "final_text": [piece(i) for i in lens.final_ids[j, :n]],
-            "saturation": lens.saturation[j, :n].tolist(), "sites": sites}
-
-
-def _lens_rows(record) -> list[dict]:
-    rows = []
-    for site, f in record["sites"].items():
-        for layer, top in enumerate(f["top_tokens"]):
-            for t, cell in enumerate(top):
-                rows.append({"audio": record["audio"], "site": site, "layer": layer, "position": t,
-                             "input": record["token_text"][t], "final": record["final_text"][t],
-                             "top1": cell[0], "top1_prob": f["top_probs"][layer][t][0],
-                             "final_prob": f["final_prob"][layer][t],
-                             "final_rank": f["final_rank"][layer][t], "kl": f["kl"][layer][t],
-                             "saturation": record["saturation"][t]})
-    return rows
 
 
 def _write_csv(path: Path, rows: list[dict]):
@@ -133,8 +89,8 @@ def read_references(path, audio) -> list[str]:
 
 def _encoder_lens(args) -> int:
     from jaxasr_interp.whisper.api import load
-    from jaxasr_interp.whisper.audio import SAMPLE_RATE, load_audio, log_mel
     from jaxasr_interp.lenses.encoder import encoder_lens, pooled_rates
+    from jaxasr_interp.lenses.files import audio_mel, encoder_lens_record, encoder_lens_rows
     from jaxasr_interp.plots.lens import plot_encoder_lens
 
     check_audio(args.audio)
@@ -145,22 +101,14 @@ def _encoder_lens(args) -> int:
                           max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                           suppress=args.suppress, progress=True)
     wer, cer = pooled_rates(lenses)
-    mel, seconds = None, None
-    if len(args.audio) == 1:
-        audio = load_audio(args.audio[0])
-        mel, seconds = log_mel(audio, n_mels=model.dims.n_mels), len(audio) / SAMPLE_RATE
+    mel, seconds = audio_mel(args.audio[0], model.dims.n_mels) if len(args.audio) == 1 else (None, None)
     plot_encoder_lens(lenses, path=out / "encoder_lens.png", mel=mel, seconds=seconds,
                       title=f"encoder lens, {args.model}" + (", no ln_post" if args.no_ln_post else ""))
-    fields = ("wer", "cer", "max_repeat", "compression_ratio", "hit_limit")
-    records = [{"audio": str(a), "reference": x.reference, "final": x.final, "ln_post": x.ln_post,
-                "transcripts": x.transcripts, **{f: getattr(x, f).tolist() for f in fields}}
-               for a, x in zip(args.audio, lenses)]
+    records = [encoder_lens_record(x, a) for a, x in zip(args.audio, lenses)]
     summary = {"model": args.model, "pooled_wer": wer.tolist(), "pooled_cer": cer.tolist(),
                "scored_against": "--ref-text" if refs else "the full model's transcript"}
     (out / "encoder_lens.json").write_text(json.dumps({**summary, "utterances": records}, indent=1))
-    _write_csv(out / "encoder_lens.csv", [
-        {"audio": r["audio"], "layer": layer, **{f: r[f][layer] for f in fields},
-         "transcript": r["transcripts"][layer]} for r in records for layer in range(len(wer))])
+    _write_csv(out / "encoder_lens.csv", encoder_lens_rows(records))
     print("layer\tWER\tCER", file=sys.stdout)
     for layer, (w, c) in enumerate(zip(wer, cer)):
         print(f"{layer}\t{w:.3f}\t{c:.3f}")

@@ -30,53 +30,9 @@ def _floats(text: str) -> tuple:
     return values
 
 
-def _sweep_file(model, audio_path, family, alphas, mode, reference, width):
-    import jax.numpy as jnp
-
-    from jaxasr_interp.whisper.api import transcribe_ids
-    from jaxasr_interp.whisper.audio import load_audio, log_mel
-    from jaxasr_interp.patching.sweeps import FAMILIES, component_sweep
-    from jaxasr_interp.patching.reference import reference_activations
-    from jaxasr_interp.whisper.tokenizer import teacher_tokens
-    tok = model.tokenizer
-    ids = transcribe_ids(model, [audio_path], batch_size=1, max_new_tokens=width - len(tok.prompt()) - 1)[0]
-    n_real = len(tok.prompt()) + len(ids) + 1
-    tokens = jnp.asarray(teacher_tokens(tok.prompt(), ids, tok.eot, width), jnp.int32)
-    ref = None if mode == "zero" else reference_activations(model, tokens, [FAMILIES[family]], reference)[FAMILIES[family]]
-    mel = log_mel(load_audio(audio_path), n_mels=model.dims.n_mels)
-    patched, clean = component_sweep(model.params, mel, tokens, ref, jnp.asarray(alphas), dims=model.dims,
-                                     family=family, mode=mode)
-    valid = np.arange(width - 1) >= len(tok.prompt()) - 1  # positions that predict the transcript
-    valid &= np.arange(width - 1) < n_real - 1
-    stats = {k: (np.asarray(patched[k]) - np.asarray(clean[k]))[..., valid].mean(-1) for k in ("logprob", "logit")}
-    stats["top_changed"] = (np.asarray(patched["top"]) != np.asarray(clean["top"]))[..., valid].mean(-1)
-    return ids, tokens, ref, stats
-
-
-def _decode_rows(model, audio_path, family, tokens, ref, alpha, mode):
-    import jax.numpy as jnp
-
-    from jaxasr_interp.whisper.api import encode_batch
-    from jaxasr_interp.whisper.audio import load_audio, log_mel
-    from jaxasr_interp.patching.sweeps import is_head_family
-    from jaxasr_interp.patching.decoding import behaviour, family_decode_sweep, ids_to_text
-    dims, tok = model.dims, model.tokenizer
-    feats = encode_batch(model.params, log_mel(load_audio(audio_path), n_mels=dims.n_mels)[None], dims=dims)[0]
-    ids, index = family_decode_sweep(model.params, feats, jnp.asarray(tok.prompt(), jnp.int32), tok.eot, ref,
-                                     family=family, alphas=[alpha], dims=dims, mode=mode,
-                                     max_new_tokens=tokens.shape[0] - len(tok.prompt()) - 1)
-    clean = tok.decode(list(np.asarray(tokens[len(tok.prompt()):])))
-    heads = is_head_family(family)
-    return [dict(layer=int(layer), head=int(head) if heads else None, alpha=alpha,
-                 **behaviour(ids_to_text(tok, row), reference=clean)) for (layer, head, _), row in zip(index, ids)]
-
-
 def _patch(args) -> int:
-    import csv
-
     from jaxasr_interp.whisper.api import load
-    from jaxasr_interp.patching.sweeps import MODES, family_of, is_head_family
-    from jaxasr_interp.plots.patching import plot_alpha_curves, plot_head_heatmap
+    from jaxasr_interp.patching.sweeps import MODES, family_of
     check_audio(args.audio)
     if args.reference is not None and not Path(args.reference).is_file():
         raise FileNotFoundError(f"reference audio not found: {args.reference}")
@@ -85,38 +41,62 @@ def _patch(args) -> int:
         raise ValueError(f"--mode must be one of {MODES}")
     out = out_dir(args.out)
     model = load(args.model)
-    records, rows = [], []
-    for path in args.audio:
-        ids, tokens, ref, stats = _sweep_file(model, path, family, alphas, args.mode, args.reference, args.width)
-        rec = dict(audio=path, transcript=model.tokenizer.decode(ids).strip(), family=family, alphas=list(alphas),
-                   **{k: v.tolist() for k, v in stats.items()})
-        if args.decode and family.startswith("decoder"):
-            rec["decoded"] = _decode_rows(model, path, family, tokens, ref, max(alphas), args.mode)
-        records.append(rec)
-        for layer, patch, a in np.ndindex(stats["logprob"].shape):
-            rows.append([path, family, layer, patch if is_head_family(family) else "", alphas[a]]
-                        + [f"{stats[k][layer, patch, a]:.5f}" for k in ("logprob", "logit", "top_changed")])
+    records = [_sweep_record(model, path, family, alphas, args) for path in args.audio]
     (out / "patch.json").write_text(json.dumps(records, indent=1) + "\n")
-    with open(out / "patch.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["audio", "family", "layer", "head", "alpha", "d_logprob", "d_logit", "top_changed"])
-        w.writerows(rows)
-    pooled = np.mean([r["logprob"] for r in records], axis=0)  # [L, P, A]
-    curves = {f"layer {layer}": pooled[layer].min(0) if is_head_family(family) else pooled[layer, 0]
-              for layer in range(pooled.shape[0])}
-    plot_alpha_curves(alphas, curves, path=out / "patch_alpha.png", ylabel="mean change of clean-token log-prob",
-                      title=f"{model.source}: {family} ({args.mode}), {len(records)} file(s)"
-                            + ("; strongest head per layer" if is_head_family(family) else ""))
-    if is_head_family(family):
-        plot_head_heatmap(pooled[..., -1], path=out / "patch_heads.png", fmt="{:.2f}", label="change of log-prob",
-                          title=f"{model.source}: {family} at alpha {alphas[-1]}")
-    for rec in records:
-        worst = np.unravel_index(int(np.argmin(rec["logprob"])), np.shape(rec["logprob"]))
-        print(f"{rec['audio']}\t{rec['transcript']}\n  largest drop: layer {worst[0]}"
-              + (f" head {worst[1]}" if is_head_family(family) else "")
-              + f" alpha {alphas[worst[2]]}: {np.min(rec['logprob']):+.3f} log-prob per token")
+    _write_csv(out / "patch.csv", records, family)
+    _plot(model, records, family, alphas, args.mode, out)
+    _print(records, family, alphas)
     print(f"wrote {out / 'patch.json'}, {out / 'patch.csv'} and plots")
     return 0
+
+
+def _sweep_record(model, path, family, alphas, args) -> dict:
+    from jaxasr_interp.patching.on_audio import decode_audio, sweep_audio
+    ids, tokens, ref, stats = sweep_audio(model, path, family, alphas, mode=args.mode,
+                                          reference=args.reference, width=args.width)
+    rec = dict(audio=path, transcript=model.tokenizer.decode(ids).strip(), family=family, alphas=list(alphas),
+               **{k: v.tolist() for k, v in stats.items()})
+    if args.decode and family.startswith("decoder"):
+        rec["decoded"] = decode_audio(model, path, family, tokens, ref, max(alphas), mode=args.mode)
+    return rec
+
+
+def _write_csv(path, records, family) -> None:
+    import csv
+    from jaxasr_interp.patching.on_audio import STATISTICS
+    from jaxasr_interp.patching.sweeps import is_head_family
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["audio", "family", "layer", "head", "alpha", "d_logprob", "d_logit", "top_changed"])
+        for rec in records:
+            for layer, patch, a in np.ndindex(np.shape(rec["logprob"])):
+                w.writerow([rec["audio"], family, layer, patch if is_head_family(family) else "", rec["alphas"][a]]
+                           + [f"{rec[k][layer][patch][a]:.5f}" for k in STATISTICS])
+
+
+def _plot(model, records, family, alphas, mode, out) -> None:
+    from jaxasr_interp.patching.on_audio import alpha_curves, pooled
+    from jaxasr_interp.patching.sweeps import is_head_family
+    from jaxasr_interp.plots.patching import plot_alpha_curves, plot_head_heatmap
+    heads = is_head_family(family)
+    logprob = pooled([r["logprob"] for r in records])  # [L, P, A]
+    plot_alpha_curves(alphas, alpha_curves(logprob, family), path=out / "patch_alpha.png",
+                      ylabel="mean change of clean-token log-prob",
+                      title=f"{model.source}: {family} ({mode}), {len(records)} file(s)"
+                            + ("; strongest head per layer" if heads else ""))
+    if heads:
+        plot_head_heatmap(logprob[..., -1], path=out / "patch_heads.png", fmt="{:.2f}", label="change of log-prob",
+                          title=f"{model.source}: {family} at alpha {alphas[-1]}")
+
+
+def _print(records, family, alphas) -> None:
+    from jaxasr_interp.patching.on_audio import largest_drop
+    from jaxasr_interp.patching.sweeps import is_head_family
+    for rec in records:
+        (layer, head, a), value = largest_drop(rec["logprob"])
+        print(f"{rec['audio']}\t{rec['transcript']}\n  largest drop: layer {layer}"
+              + (f" head {head}" if is_head_family(family) else "")
+              + f" alpha {alphas[a]}: {value:+.3f} log-prob per token")
 
 
 def register(sub):

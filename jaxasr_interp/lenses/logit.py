@@ -65,6 +65,17 @@ class LogitLens:
         return {f: np.take(getattr(self, f), i, axis=axis)
                 for f in ("top_ids", "top_probs", "final_prob", "final_rank", "kl")}
 
+    def utterance(self, index: int, n_positions: int | None = None) -> "LogitLens":
+        """Utterance ``index`` of a batched lens as an unbatched one, cut to its first
+        ``n_positions`` positions (the rest of a batch row is padding; None keeps them all)."""
+        if self.tokens.ndim != 2:
+            raise ValueError("utterance() takes a batched lens; this one holds one utterance")
+        t = slice(None, n_positions)
+        per_layer = {f: getattr(self, f)[index][:, :, t]
+                     for f in ("top_ids", "top_probs", "final_prob", "final_rank", "kl")}
+        return dataclasses.replace(self, tokens=self.tokens[index][t], final_ids=self.final_ids[index][t],
+                                   saturation=self.saturation[index][t], **per_layer)
+
 
 def saturation_layer(top1, final_ids):
     """Earliest layer from which ``top1`` [..., L, T] equals ``final_ids`` [..., T] at every
