@@ -11,7 +11,8 @@ import pytest
 from flax import nnx
 
 import jaxasr_interp as jai
-from jaxasr_interp.weights.layout import iter_paths, param_shapes
+from jaxasr_interp.weights.layout import iter_paths
+from test_weights import random_params as numpy_params
 
 # Prime-sized so that any mix-up of axes shows as a shape error.
 DIMS = jai.Dims(n_mels=13, n_audio_ctx=17, n_audio_state=20, n_audio_head=4, n_audio_layer=2,
@@ -21,21 +22,9 @@ EDIT = {"decoder.cross_attn.z": jai.zero(layers=[1], heads=[2])}
 FINAL_LN = ("decoder/ln/bias", "decoder/ln/scale")
 
 
-def random_params(dims, seed=0):
-    rng = np.random.default_rng(seed)
-    out: dict = {}
-    for path, shape in iter_paths(param_shapes(dims)):
-        *parents, last = path.split("/")
-        node = out
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[last] = jnp.asarray(0.5 * rng.standard_normal(shape), jnp.float32)
-    return out
-
-
 @pytest.fixture(scope="module")
 def setup():
-    params = random_params(DIMS)
+    params = jax.tree_util.tree_map(jnp.asarray, numpy_params(DIMS))
     rng = np.random.default_rng(1)
     mel = jnp.asarray(rng.standard_normal((DIMS.n_mels, DIMS.n_samples_frames)), jnp.float32)
     tokens = jnp.asarray(rng.integers(0, DIMS.n_vocab, 8), jnp.int32)

@@ -35,8 +35,6 @@ at the ``<|AUDIO|>`` positions), ``decoder.ln_final`` [T, Dt] (final RMSNorm), `
 
 from __future__ import annotations
 
-from typing import Iterable
-
 from jaxasr_interp.core.family import Family
 from jaxasr_interp.core.sites import SiteError
 from jaxasr_interp.whisper.sites import ENCODER_BLOCK_SITES
@@ -90,16 +88,7 @@ def unknown_site(name: str) -> SiteError:
     return QWEN2_AUDIO.unknown(name)
 
 
-def expand(patterns: Iterable[str] | str | None) -> tuple[str, ...]:
-    """Names and glob patterns (``"decoder.*_out"``) -> site names, in model order."""
-    return QWEN2_AUDIO.expand(patterns)
-
-
-def shape(name: str, dims, n_tokens: int) -> tuple[int, ...]:
-    """Per-layer shape of a site's value (no layer axis) for ``n_tokens`` LLM tokens."""
-    return QWEN2_AUDIO.shape(name, dims, n_tokens)
-
-
-def n_layers(name: str, dims) -> int | None:
-    """Layers of a block site (the leading axis of its captures and edits), None otherwise."""
-    return QWEN2_AUDIO.n_layers(name, dims)
+# The family's vocabulary functions under the names this module has always had.
+expand = QWEN2_AUDIO.expand        # names and glob patterns -> site names, in model order
+shape = QWEN2_AUDIO.shape          # per-layer shape of a site for n_tokens tokens
+n_layers = QWEN2_AUDIO.n_layers    # layers of a block site, None for whole-stack sites

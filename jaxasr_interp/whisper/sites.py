@@ -32,8 +32,6 @@ Whole-stack sites: ``encoder.embed`` [S, D] (after convs + positions), ``encoder
 
 from __future__ import annotations
 
-from typing import Iterable
-
 from jaxasr_interp.core.family import Family
 from jaxasr_interp.core.sites import SiteError, Tap, axes  # noqa: F401  (re-exported)
 from jaxasr_interp.core import sites as core_sites
@@ -87,16 +85,7 @@ def unknown_site(name: str, vocabulary: tuple[str, ...] = ALL_SITES, what: str =
     return core_sites.unknown_site(name, vocabulary, what)
 
 
-def expand(patterns: Iterable[str] | str | None) -> tuple[str, ...]:
-    """Expand names and glob patterns (``"decoder.*_out"``) into Whisper site names, in model order."""
-    return WHISPER.expand(patterns)
-
-
-def shape(name: str, dims, n_tokens: int) -> tuple[int, ...]:
-    """Per-layer shape of a site's value (no layer axis) for ``n_tokens`` decoder tokens."""
-    return WHISPER.shape(name, dims, n_tokens)
-
-
-def n_layers(name: str, dims) -> int | None:
-    """Layers of a block site (the leading axis of its captures and edits), None otherwise."""
-    return WHISPER.n_layers(name, dims)
+# The family's vocabulary functions under the names this module has always had.
+expand = WHISPER.expand        # names and glob patterns -> site names, in model order
+shape = WHISPER.shape          # per-layer shape of a site for n_tokens tokens
+n_layers = WHISPER.n_layers    # layers of a block site, None for whole-stack sites

@@ -28,19 +28,11 @@ import sys
 
 import numpy as np
 
+from make_fixture import _flatten  # the same folder: this script runs beside it
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 DEFAULT_IO = os.path.join(REPO, "tests", "fixtures", "flax_whisper", "io.npz")
-
-
-def _flatten(tree, prefix=()):
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, prefix + (k,)))
-        else:
-            out[prefix + (k,)] = v
-    return out
 
 
 def check_tree(ckpt_dir, config, dtype="float32") -> list[str]:
