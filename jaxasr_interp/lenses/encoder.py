@@ -17,6 +17,7 @@ model's transcript (tested).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from pathlib import Path
@@ -31,6 +32,7 @@ from jaxasr_interp.whisper.audio import load_audio, log_mel
 from jaxasr_interp.whisper.decoding import greedy_decode, logit_bias
 from jaxasr_interp.core.sharding import padded_size, shard_leading
 from jaxasr_interp.whisper.model import encode
+from jaxasr_interp.whisper.streaming import check_files, loaded_batches
 from jaxasr_interp.whisper.tokenizer import cut_at_eot
 from jaxasr_interp.lenses.tuned import translate
 
@@ -100,27 +102,49 @@ def encoder_lens_ids(params, mels, prompt, eot, bias, first_bias, translator=Non
     return ids.reshape(n_utt, n_rows, max_new_tokens)
 
 
-def as_mels(model, audio_or_mels) -> tuple[list, bool]:
-    """(list of mels [n_mels, frames], whether a single item was given)."""
-    want = (model.dims.n_mels, model.dims.n_samples_frames)
-
-    def one(x):
-        if isinstance(x, (str, Path)):
-            return log_mel(load_audio(x), n_mels=want[0])
-        x = np.asarray(x, np.float32)
-        if x.ndim == 1:
-            return log_mel(load_audio(x), n_mels=want[0])
-        if x.shape == want:
-            return jnp.asarray(x)
-        raise ValueError(f"expected audio [samples] or a mel {want}, got an array of shape {x.shape}")
-
+def _inputs(audio_or_mels) -> tuple[list, bool]:
+    """(the inputs as a list, whether a single item was given)."""
     if isinstance(audio_or_mels, (str, Path)) or (
             isinstance(audio_or_mels, (np.ndarray, jax.Array)) and np.ndim(audio_or_mels) < 3):
-        return [one(audio_or_mels)], True
+        return [audio_or_mels], True
     items = list(audio_or_mels)
     if not items:
         raise ValueError("no audio given")
-    return [one(x) for x in items], False
+    return items, False
+
+
+def _check_input(x, want: tuple) -> None:
+    if not (isinstance(x, (str, Path)) or np.ndim(x) == 1 or tuple(np.shape(x)) == want):
+        raise ValueError(f"expected audio [samples] or a mel {want}, got an array of shape {np.shape(x)}")
+
+
+def _load(x):
+    """The host work of one checked input: a path or waveform loaded (``load_audio``), a mel
+    as a float32 numpy array."""
+    if isinstance(x, (str, Path)):
+        return load_audio(x)
+    x = np.asarray(x, np.float32)
+    return load_audio(x) if x.ndim == 1 else x
+
+
+def _mel(loaded, n_mels: int):
+    return log_mel(loaded, n_mels=n_mels) if loaded.ndim == 1 else jnp.asarray(loaded)
+
+
+def _checked_inputs(model, audio_or_mels) -> tuple[list, bool]:
+    """:func:`_inputs`, every array's shape and every path's existence checked up front."""
+    items, single = _inputs(audio_or_mels)
+    for x in items:
+        _check_input(x, (model.dims.n_mels, model.dims.n_samples_frames))
+    check_files(items)
+    return items, single
+
+
+def as_mels(model, audio_or_mels) -> tuple[list, bool]:
+    """(list of mels [n_mels, frames], whether a single item was given). All at once: for many
+    inputs, stream them batch by batch instead (as :func:`encoder_lens` does)."""
+    items, single = _checked_inputs(model, audio_or_mels)
+    return [_mel(_load(x), model.dims.n_mels) for x in items], single
 
 
 def _score(ids_rows, tokenizer, reference, ln_post, extra_row, normalizer) -> EncoderLens:
@@ -145,6 +169,14 @@ def _score(ids_rows, tokenizer, reference, ln_post, extra_row, normalizer) -> En
         hit_limit=np.array([eot not in r for r in rows]), ln_post=ln_post)
 
 
+def _lens_batch(model, loaded: list, size: int, args: tuple, static: dict) -> np.ndarray:
+    """Greedy ids [B, L (+1), T] of one batch of loaded inputs; its mels live only in this call."""
+    batch = [_mel(x, model.dims.n_mels) for x in loaded]
+    padded = shard_leading(jnp.stack(batch + [batch[-1]] * (size - len(batch))))  # over all devices
+    ids = encoder_lens_ids(model.params, padded, *args, dims=model.dims, **static)
+    return np.asarray(ids)[: len(batch)]
+
+
 def encoder_lens(model, audio_or_mels, references=None, *, ln_post: bool = True,
                  max_new_tokens: int | None = None, batch_size: int = 4, suppress: bool = False,
                  normalizer: str | None = "english", progress: bool = False, translator=None):
@@ -158,34 +190,30 @@ def encoder_lens(model, audio_or_mels, references=None, *, ln_post: bool = True,
     immediate end-of-text and show what text they do carry. ``translator``: an encoder
     translator from :mod:`.tuned_lens` (a tuned encoder lens).
     """
-    mels, single = as_mels(model, audio_or_mels)
+    items, single = _checked_inputs(model, audio_or_mels)
     if references is None or isinstance(references, str):
-        references = [references] * len(mels)
-    if len(references) != len(mels):
-        raise ValueError(f"{len(references)} references for {len(mels)} inputs")
+        references = [references] * len(items)
+    if len(references) != len(items):
+        raise ValueError(f"{len(references)} references for {len(items)} inputs")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     tok, dims = model.tokenizer, model.dims
-    prompt = jnp.asarray(tok.prompt(), jnp.int32)
-    max_new_tokens = max_new_tokens or dims.n_text_ctx // 2
-    bias = logit_bias(dims.n_vocab, tok.suppress_ids() if suppress else ())
-    first_bias = logit_bias(dims.n_vocab, tok.blank_ids() if suppress else ())
-    chunks = range(0, len(mels), batch_size)
-    if progress:
-        from tqdm import tqdm
-        chunks = tqdm(chunks, desc="encoder lens", unit="batch")
+    args = (jnp.asarray(tok.prompt(), jnp.int32), tok.eot,
+            logit_bias(dims.n_vocab, tok.suppress_ids() if suppress else ()),
+            logit_bias(dims.n_vocab, tok.blank_ids() if suppress else ()), translator)
+    static = dict(ln_post=ln_post, max_new_tokens=max_new_tokens or dims.n_text_ctx // 2)
+    # the last batch is padded so that every call reuses one compiled program
+    size = padded_size(min(batch_size, len(items)))
     results = []
-    for start in chunks:
-        batch = mels[start:start + batch_size]
-        # the last batch is padded so that every call reuses one compiled program
-        padded = jnp.stack(batch + [batch[-1]] * (padded_size(min(batch_size, len(mels))) - len(batch)))
-        padded = shard_leading(padded)  # the batch axis over all devices
-        ids = np.asarray(encoder_lens_ids(model.params, padded, prompt, tok.eot, bias, first_bias,
-                                          translator, dims=dims, ln_post=ln_post,
-                                          max_new_tokens=max_new_tokens))
-        results += [_score(ids[i], tok, references[start + i], ln_post,
-                           has_extra_row(ln_post, translator), normalizer)
-                    for i in range(len(batch))]
+    with contextlib.closing(loaded_batches(items, batch_size, _load)) as stream:
+        if progress:
+            from tqdm import tqdm
+            stream = tqdm(stream, total=-(-len(items) // batch_size), desc="encoder lens", unit="batch")
+        for loaded in stream:
+            start, ids = len(results), _lens_batch(model, loaded, size, args, static)
+            results += [_score(row, tok, references[start + i], ln_post,
+                               has_extra_row(ln_post, translator), normalizer)
+                        for i, row in enumerate(ids)]
     return results[0] if single else results
 
 

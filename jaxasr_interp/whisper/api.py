@@ -7,6 +7,7 @@ file, or a Hugging Face hub id resolved through the local cache.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from pathlib import Path
@@ -20,6 +21,7 @@ from jaxasr_interp.whisper.audio import load_audio, log_mel
 from jaxasr_interp.whisper.config import Dims
 from jaxasr_interp.whisper.decoding import greedy_decode, logit_bias
 from jaxasr_interp.whisper.model import encode
+from jaxasr_interp.whisper.streaming import check_files, loaded_batches
 from jaxasr_interp.core.sharding import padded_size, shard_leading
 from jaxasr_interp.whisper.tokenizer import WhisperTokenizer, cut_at_eot
 from jaxasr_interp.weights import load_weights
@@ -72,38 +74,51 @@ def encode_batch(params, mels, edits=None, *, dims: Dims, dtype=jnp.float32, pre
                                      precision=precision)[0])(mels)
 
 
-def _mels(model: Model, audio) -> list:
-    items = [audio] if isinstance(audio, (str, Path, np.ndarray)) else list(audio)
-    return [log_mel(load_audio(a), n_mels=model.dims.n_mels) for a in items]
+def _items(audio) -> list:
+    return [audio] if isinstance(audio, (str, Path, np.ndarray)) else list(audio)
+
+
+def _decode_batch(model: Model, waves: list, settings: dict, *, batch_size: int) -> list[list[int]]:
+    """Greedy ids of one batch of waveforms; its mels live only inside this call."""
+    tok, edits, dtype = model.tokenizer, settings["edits"], settings["dtype"]
+    batch = [log_mel(w, n_mels=model.dims.n_mels) for w in waves]
+    # pad the last batch to full size so that every batch reuses one compiled program (and
+    # to a multiple of the device count: the batch axis is sharded over all devices)
+    padded = shard_leading(jnp.stack(batch + [batch[-1]] * (padded_size(batch_size) - len(batch))))
+    features = encode_batch(model.params, padded, edits, dims=model.dims, dtype=dtype)
+    ids = np.asarray(greedy_decode(model.params, features, settings["prompt"], tok.eot, settings["bias"],
+                                   settings["first_bias"], dims=model.dims,
+                                   max_new_tokens=settings["max_new_tokens"], edits=edits, dtype=dtype))
+    return [cut_at_eot(row, tok.eot) for row in ids[: len(batch)]]
 
 
 def transcribe_ids(model: Model, audio, *, batch_size: int = 8, edits=None, suppress: bool = False,
                    language: str | None = "en", task: str = "transcribe",
                    max_new_tokens: int | None = None, dtype=jnp.float32, progress: bool = False
                    ) -> list[list[int]]:
-    """Greedy token ids (prompt excluded, up to end-of-text) for each audio input."""
+    """Greedy token ids (prompt excluded, up to end-of-text) for each audio input.
+
+    Inputs stream batch by batch (:mod:`.streaming`): one batch of mels in memory at a time,
+    the next batch's files loaded on a background thread meanwhile."""
     tok = model.tokenizer
-    prompt = jnp.asarray(tok.prompt(language=language, task=task), jnp.int32)
     if max_new_tokens is None:
         max_new_tokens = model.dims.n_text_ctx // 2  # openai/whisper's default sample length
-    bias = logit_bias(model.dims.n_vocab, tok.suppress_ids() if suppress else ())
-    first_bias = logit_bias(model.dims.n_vocab, tok.blank_ids() if suppress else ())
-    mels = _mels(model, audio)
-    chunks = range(0, len(mels), batch_size)
-    if progress and len(chunks) > 1:
-        from tqdm import tqdm
-        chunks = tqdm(chunks, desc="transcribing", unit="batch")
+    settings = dict(edits=edits, dtype=dtype, max_new_tokens=max_new_tokens,
+                    prompt=jnp.asarray(tok.prompt(language=language, task=task), jnp.int32),
+                    bias=logit_bias(model.dims.n_vocab, tok.suppress_ids() if suppress else ()),
+                    first_bias=logit_bias(model.dims.n_vocab, tok.blank_ids() if suppress else ()))
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    items = _items(audio)
+    check_files(items)
+    n_batches = -(-len(items) // batch_size)
     out: list[list[int]] = []
-    for start in chunks:
-        batch = mels[start:start + batch_size]
-        # pad the last batch to full size so that every batch reuses one compiled program (and
-        # to a multiple of the device count: the batch axis is sharded over all devices)
-        padded = shard_leading(jnp.stack(batch + [batch[-1]] * (padded_size(batch_size) - len(batch))))
-        features = encode_batch(model.params, padded, edits, dims=model.dims, dtype=dtype)
-        ids = np.asarray(greedy_decode(model.params, features, prompt, tok.eot, bias, first_bias,
-                                       dims=model.dims, max_new_tokens=max_new_tokens,
-                                       edits=edits, dtype=dtype))
-        out += [cut_at_eot(row, tok.eot) for row in ids[: len(batch)]]
+    with contextlib.closing(loaded_batches(items, batch_size, load_audio)) as stream:
+        if progress and n_batches > 1:
+            from tqdm import tqdm
+            stream = tqdm(stream, total=n_batches, desc="transcribing", unit="batch")
+        for waves in stream:
+            out += _decode_batch(model, waves, settings, batch_size=batch_size)
     return out
 
 
