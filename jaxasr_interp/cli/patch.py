@@ -122,9 +122,11 @@ def _repetition(args) -> int:
     from jaxasr_interp.experiments import repetition as R
     if args.max_items < 1:
         raise ValueError("--max-items must be at least 1")
+    check_audio(args.audio)
     out = out_dir(args.out)
-    result = R.run(load(args.model), alphas=_floats(args.alphas), max_items=args.max_items,
-                   max_new_tokens=args.max_new_tokens, reference=args.reference, seed=args.seed)
+    result = R.run(load(args.model), audio=args.audio or None, alphas=_floats(args.alphas),
+                   max_items=args.max_items, max_new_tokens=args.max_new_tokens, reference=args.reference,
+                   seed=args.seed)
     summary = R.write_report(result, out)
     print(json.dumps(summary, indent=1) if args.json else R.format_summary(summary))
     return 0
@@ -132,11 +134,10 @@ def _repetition(args) -> int:
 
 def _contextual(args) -> int:
     from jaxasr_interp.whisper.api import load
-    from jaxasr_interp.data.minimal_pairs import read_user_list
     from jaxasr_interp.experiments import contextual_bias as C
     from jaxasr_interp.patching.sweeps import family_of
+    stimuli = C.items_from_file(args.sentences) if args.sentences else None
     out = out_dir(args.out)
-    stimuli = read_user_list(args.sentences) if args.sentences else None
     families = tuple(family_of(f) for f in args.families.split(","))
     result = C.run(load(args.model), out, stimuli=stimuli, families=families, alphas=_floats(args.alphas),
                    head_alphas=_floats(args.head_alphas), max_items=args.max_items, reference=args.reference,
@@ -150,24 +151,33 @@ def register_experiments(exp_sub):
     from jaxasr_interp.experiments.contextual_bias import DECODER_FAMILIES, ENCODER_FAMILIES
     p = exp_sub.add_parser("repetition", help="repetition hallucinations: patch cross-attention layers and heads",
                            description="Find looping transcripts in a pool of real, noisy, truncated, clipped and "
-                                       "very fast synthesized speech; patch every decoder layer's cross-attention "
-                                       "and every head towards white noise; report % of loops resolved.")
+                                       "very fast synthesized speech, or in your AUDIO files (the first 30 s of "
+                                       "each; those that do not loop are reported as 'no loop found'); patch "
+                                       "every decoder layer's cross-attention and every head towards white "
+                                       "noise; report % of loops resolved.")
+    p.add_argument("audio", nargs="*", metavar="AUDIO",
+                   help="your audio files, searched for looping transcripts (default: the built-in pool)")
     p.add_argument("--model", default="tiny.en", help="model name or path")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--alphas", default="0.25,0.5,0.75,1", help="comma-separated patch strengths")
     p.add_argument("--max-items", type=int, default=16, help="looping items patched")
     p.add_argument("--max-new-tokens", type=int, default=96, help="greedy decoding length (loops need room)")
     p.add_argument("--reference", default=None, help="reference audio (default: seeded white noise)")
-    p.add_argument("--seed", type=int, default=0, help="pool seed")
+    p.add_argument("--seed", type=int, default=0, help="seed of the built-in pool (unused with AUDIO)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(run=_repetition)
     p = exp_sub.add_parser("contextual-bias", help="contextual bias: patch encoder (and decoder) components",
-                           description="Synthesize minimal-pair sentences (or --sentences CSV with columns "
-                                       "sentence,spoken,expected), count contextual errors, patch components "
-                                       "towards white noise, report % of errors flipped to the spoken word.")
+                           description="Synthesize minimal-pair sentences (or read --sentences FILE: a CSV, or "
+                                       "a .tsv, whose header names the columns sentence,spoken,expected and "
+                                       "optionally audio, a recording used instead of synthesis), count "
+                                       "contextual errors, patch components towards white noise, report % of "
+                                       "errors flipped to the spoken word.")
     p.add_argument("--model", default="tiny.en", help="model name or path")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--sentences", default=None, help="CSV with columns sentence,spoken,expected")
+    p.add_argument("--sentences", default=None, metavar="FILE",
+                   help="your sentences: CSV (or .tsv) with the columns sentence,spoken,expected[,audio]; "
+                        "spoken = the word said, expected = the word the context predicts; rows without "
+                        "audio are synthesized (default: the built-in minimal pairs)")
     p.add_argument("--families", default=",".join(ENCODER_FAMILIES + DECODER_FAMILIES),
                    help="comma-separated component families (or sites) patched")
     p.add_argument("--alphas", default="0.5,1", help="alphas of layer families")

@@ -8,8 +8,13 @@ order (no randomness at all), so the same call always gives the same list: 25 pa
 templates = 100 sentences. An ASR model that writes ``expected`` has made a *contextual error*;
 one that writes ``spoken`` is acoustically correct.
 
-:func:`read_user_list` reads any user list in the same shape: a CSV with columns
-``sentence,spoken,expected`` (``spoken`` must occur in ``sentence``).
+:func:`read_user_list` reads a user's list in the same shape: a CSV (or, named ``*.tsv``, a
+tab-separated file) whose header line names the columns ``sentence,spoken,expected`` and
+optionally ``audio``; one sentence per line after it, blank lines and lines starting with ``#``
+skipped. ``spoken`` (the word said, the acoustic one) must occur in ``sentence``; ``expected``
+(the word the context predicts, the competitor) must not. ``audio``, where given, is a recording
+of the sentence (a path relative to the list's folder, or absolute) used instead of synthesis.
+Every malformed line is one ``ValueError`` naming the file and the line number.
 """
 
 from __future__ import annotations
@@ -82,7 +87,8 @@ class Stimulus:
     spoken: str
     expected: str
     pair: str = ""
-    template: int = -1
+    template: int = -1  # index of the template; a user list's line number
+    audio: str = ""  # a recording of the sentence; empty: synthesize it
 
 
 def _check(s: Stimulus) -> Stimulus:
@@ -107,18 +113,80 @@ def generate(n: int | None = None) -> list[Stimulus]:
     return out if n is None else out[:n]
 
 
+COLUMNS, OPTIONAL = ("sentence", "spoken", "expected"), ("audio",)
+
+
 def read_user_list(path) -> list[Stimulus]:
-    """A CSV with columns ``sentence,spoken,expected`` -> checked stimuli."""
+    """A CSV / TSV with columns ``sentence,spoken,expected[,audio]`` -> checked stimuli (see the
+    module's docstring); a malformed line is one ``ValueError``: ``FILE, line N: what is wrong``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"sentence list not found: {path}")
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        raise ValueError(f"{path} has no rows")
-    missing = {"sentence", "spoken", "expected"} - set(rows[0])
-    if missing:
-        raise ValueError(f"{path} lacks the column(s) {', '.join(sorted(missing))}; "
-                         "expected columns sentence,spoken,expected")
-    return [_check(Stimulus(r["sentence"].strip(), r["spoken"].strip(), r["expected"].strip(),
-                            f"{r['spoken'].strip()}/{r['expected'].strip()}", i)) for i, r in enumerate(rows)]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # comment lines blanked: line numbers kept
+            lines = ["\n" if line.lstrip().startswith("#") else line for line in f]
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason})") from None
+    reader = csv.reader(lines, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+    header, out, line = None, [], 1
+    try:
+        for fields in reader:
+            line, start = reader.line_num + 1, line  # start: the record's first line
+            if not any(v.strip() for v in fields):
+                continue
+            if any("\n" in v or "\r" in v for v in fields):
+                raise ValueError(f"{path}, line {start}: a field runs over several lines (a '\"' left open?)")
+            if header is None:
+                header = _header(path, start, fields)
+            else:
+                out.append(_row(path, start, fields, header))
+    except csv.Error as e:
+        raise ValueError(f"{path}, line {line}: {e}") from None
+    if header is None:
+        raise ValueError(f"{path} is empty; its first line must name the columns sentence,spoken,expected[,audio]")
+    if not out:
+        raise ValueError(f"{path} holds no sentences, only its header line")
+    return out
+
+
+def _header(path, line: int, fields: list) -> list[str]:
+    header = [h.strip().lower() for h in fields]
+    missing = [c for c in COLUMNS if c not in header]
+    unknown = [c for c in header if c not in COLUMNS + OPTIONAL]
+    if missing or unknown or len(set(header)) < len(header):
+        what = (f"lacks the column(s) {', '.join(missing)}" if missing else
+                f"has the unknown column(s) {', '.join(map(repr, unknown))}" if unknown else "repeats a column")
+        raise ValueError(f"{path}, line {line}: the header {what}; expected the columns sentence,spoken,expected "
+                         "and optionally audio")
+    return header
+
+
+def _fields(fields) -> str:
+    return f"{len(fields)} field" + ("" if len(fields) == 1 else "s")
+
+
+def _row(path, line: int, fields: list, header: list) -> Stimulus:
+    """One data line -> a checked stimulus; every problem names ``path`` and ``line``."""
+    where = f"{path}, line {line}"
+    if len(fields) > len(header):
+        raise ValueError(f"{where}: {_fields(fields)}, the header names {len(header)} "
+                         "(quote a sentence that contains the separator)")
+    values = dict(zip(header, (v.strip() for v in fields)))
+    for c in COLUMNS:
+        if not values.get(c):
+            raise ValueError(f"{where}: the {c!r} field is empty" if c in values else
+                             f"{where}: the {c!r} field is missing ({_fields(fields)}, the header names "
+                             f"{len(header)})")
+    audio = values.get("audio", "")
+    if audio:
+        audio_path = Path(audio).expanduser()
+        audio_path = audio_path if audio_path.is_absolute() else path.parent / audio_path
+        if not audio_path.is_file():
+            raise ValueError(f"{where}: audio file not found: {audio_path}")
+        audio = str(audio_path)
+    s = Stimulus(values["sentence"], values["spoken"], values["expected"],
+                 f"{values['spoken']}/{values['expected']}", line, audio)
+    try:
+        return _check(s)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None

@@ -1,10 +1,11 @@
 """Contextual bias: where does the context override what was said?
 
-Stimuli (:mod:`..data.minimal_pairs`, or any user list): sentences whose context predicts one
-word while its minimal-pair partner is spoken ("white lice" spoken where "white rice" is
-expected), synthesized with espeak-ng (one voice and rate for all, so the only variable is the
-sentence). Each greedy transcript is *contextual* (the expected word written, the spoken one
-not), *correct* (the spoken word written) or *other*.
+Stimuli (:mod:`..data.minimal_pairs`, or a user's list read by :func:`items_from_file`):
+sentences whose context predicts one word while its minimal-pair partner is spoken ("white
+lice" spoken where "white rice" is expected), synthesized with espeak-ng (one voice and rate
+for all, so the only variable is the sentence) unless the list gives a recording of the
+sentence (:func:`stimulus_audio`). Each greedy transcript is *contextual* (the expected word
+written, the spoken one not), *correct* (the spoken word written) or *other*.
 
 For every contextual error, each component family is swept towards the white-noise reference
 (:func:`.patching.component_sweep`, teacher-forced on the model's own transcript): a patch
@@ -37,16 +38,36 @@ PAPER = ("large-v3: contextual error on 153/700 TTS sentences; patching encoder 
          "noise raises acoustic accuracy: the bias lives in the encoder (secondary)")
 
 
-def synthesize(stimuli, out_dir, *, voice: str = "en-us", speed: int = 150) -> list[np.ndarray]:
-    """espeak-ng audio of each sentence, cached as ``out_dir/audio/NNNN.wav`` (deterministic)."""
+def items_from_file(path) -> list:
+    """A user's sentence list (CSV or ``*.tsv``: ``sentence,spoken,expected[,audio]``) -> the
+    stimuli :func:`run` takes; see :func:`..data.minimal_pairs.read_user_list` for the format
+    and its one-line errors (file, line number, what is wrong)."""
+    from jaxasr_interp.data.minimal_pairs import read_user_list
+    return read_user_list(path)
+
+
+def stimulus_audio(stimuli, out_dir, *, voice: str = "en-us", speed: int = 150) -> list[np.ndarray]:
+    """Each stimulus's audio: its own recording (``audio``) where it has one, else espeak-ng
+    (:func:`synthesize`; espeak-ng is needed only when some stimulus has no recording)."""
+    from jaxasr_interp.whisper.audio import load_audio
+    todo = [i for i, s in enumerate(stimuli) if not getattr(s, "audio", "")]
+    made = synthesize([stimuli[i] for i in todo], out_dir, voice=voice, speed=speed, indices=todo) if todo else []
+    made = dict(zip(todo, made))
+    return [made[i] if i in made else load_audio(s.audio) for i, s in enumerate(stimuli)]
+
+
+def synthesize(stimuli, out_dir, *, voice: str = "en-us", speed: int = 150, indices=None) -> list[np.ndarray]:
+    """espeak-ng audio of each sentence, cached as ``out_dir/audio/NNNN_<spoken>.wav``
+    (deterministic; NNNN: the sentence's index in its list, ``indices[k]`` if given)."""
     import soundfile as sf
 
     from jaxasr_interp.whisper.audio import load_audio
     from jaxasr_interp.data import synth
     audio_dir = Path(out_dir) / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)
+    indices = range(len(stimuli)) if indices is None else indices
     out = []
-    for i, s in enumerate(tqdm(stimuli, desc="espeak-ng", unit="sentence")):
+    for i, s in zip(indices, tqdm(stimuli, desc="espeak-ng", unit="sentence")):
         path = audio_dir / f"{i:04d}_{s.spoken}.wav"
         if not path.is_file():
             sf.write(path, synth.espeak(s.sentence, voice, speed=speed), SAMPLE_RATE, subtype="PCM_16")
@@ -110,12 +131,12 @@ def run(model, out_dir, *, stimuli=None, families=ENCODER_FAMILIES + DECODER_FAM
     from jaxasr_interp.patching.reference import white_noise
     stimuli = generate() if stimuli is None else stimuli
     dims, tok = model.dims, model.tokenizer
-    audios = synthesize(stimuli, out_dir, voice=voice, speed=speed)
+    audios = stimulus_audio(stimuli, out_dir, voice=voice, speed=speed)
     ids = transcribe_ids(model, audios, max_new_tokens=max_new_tokens, progress=True)
     classes = [classify(ids_to_text(tok, row), s) for s, row in zip(stimuli, ids)]
     items, ambiguous = _items(model, stimuli, ids, max_items)
     if not items:
-        raise ValueError(f"{model.source} made no patchable contextual error on {len(stimuli)} sentences")
+        raise _no_errors(model, classes, ambiguous)
     alphas = {f: tuple(head_alphas if f.endswith("head") else alphas) for f in families}
     noise = white_noise() if reference is None else load_audio(reference)
     noise_mel = log_mel(noise, n_mels=dims.n_mels)
@@ -151,6 +172,12 @@ def run(model, out_dir, *, stimuli=None, families=ENCODER_FAMILIES + DECODER_FAM
     result["behaviour"] = _behaviour(model, stimuli, audios, items, rate, alphas, noise_acts, noise_features,
                                      width, max_new_tokens)
     return result
+
+
+def _no_errors(model, classes: list, ambiguous: int) -> ValueError:
+    return ValueError(f"{model.source} made no patchable contextual error on {len(classes)} sentences "
+                      f"({classes.count('correct')} correct, {classes.count('other')} other, "
+                      f"{classes.count('contextual')} contextual of which {ambiguous} ambiguous)")
 
 
 def _rank_correlations(grads: dict, effects: dict, alphas: dict) -> dict:

@@ -8,7 +8,8 @@ concatenated in seeded random orders to about 24 s, so that the decoder must wri
 under pink noise at -5 dB SNR, white noise at -5 dB, and pink noise at -8 dB. Measured: tiny.en
 never loops on the single short clips, clean, noisy, truncated or clipped (tried while building
 this); long noisy windows are what make it loop, and the noise level is the documented knob
-that induces more loops.
+that induces more loops. Or the user's own files (:func:`items_from_audio`): each one's first
+30 s, with no reference text; the ones that do not loop are listed as ``no_loop``.
 
 Each item is transcribed greedily (plain argmax, ``max_new_tokens`` tokens). It *loops* when
 :func:`.patching_decode.has_repetition` holds for the transcript and not for the item's
@@ -88,17 +89,35 @@ def candidate_pool(seed: int = 0, n_orders: int = 4, seconds: float = 24.0) -> l
     return pool
 
 
-def find_loops(model, pool: list[dict], *, max_new_tokens: int, batch_size: int = 8) -> list[dict]:
-    """The items of ``pool`` whose greedy transcript loops (their reference text does not)."""
+def transcribe_pool(model, pool: list[dict], *, max_new_tokens: int, batch_size: int = 8) -> list[dict]:
+    """Each item of ``pool`` with its greedy ``ids``, transcript ``clean`` and ``loops``: the
+    transcript loops and the item's reference ``text`` does not."""
     from jaxasr_interp.whisper.api import transcribe_ids
     ids = transcribe_ids(model, [p["audio"] for p in pool], batch_size=batch_size,
                          max_new_tokens=max_new_tokens, progress=True)
     out = []
     for item, row in zip(pool, ids):
         text = ids_to_text(model.tokenizer, row)
-        if has_repetition(text) and not has_repetition(item["text"]):
-            out.append({**item, "ids": row, "clean": text})
+        out.append({**item, "ids": row, "clean": text,
+                    "loops": has_repetition(text) and not has_repetition(item["text"])})
     return out
+
+
+def find_loops(model, pool: list[dict], *, max_new_tokens: int, batch_size: int = 8) -> list[dict]:
+    """The items of ``pool`` whose greedy transcript loops (their reference text does not)."""
+    return [it for it in transcribe_pool(model, pool, max_new_tokens=max_new_tokens, batch_size=batch_size)
+            if it["loops"]]
+
+
+def items_from_audio(model, paths, *, max_new_tokens: int = 96, batch_size: int = 8) -> tuple[list, list]:
+    """The user's audio files (the first 30 s of each), transcribed greedily -> ``(loops,
+    no_loop)``: the looping ones as items :func:`sweep` takes (``source`` = the path, no
+    reference text), and ``{"audio": path, "transcript": ...}`` of each file with no loop."""
+    from jaxasr_interp.whisper.audio import load_audio
+    pool = [dict(audio=load_audio(p), text="", source=str(p)) for p in paths]
+    items = transcribe_pool(model, pool, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    return ([it for it in items if it["loops"]],
+            [dict(audio=it["source"], transcript=it["clean"]) for it in items if not it["loops"]])
 
 
 def resolved(patched: str, clean: str, intact_wer: float) -> bool:
@@ -147,15 +166,36 @@ class _Runner:
         return [ids_to_text(tok, row) for row in np.asarray(ids)]
 
 
-def run(model, *, pool=None, alphas=ALPHAS, max_items: int = 16, max_new_tokens: int = 96,
+def run(model, *, pool=None, audio=None, alphas=ALPHAS, max_items: int = 16, max_new_tokens: int = 96,
         intact_wer: float = 0.3, reference=None, seed: int = 0, chunk: int = 16) -> dict:
-    """The whole experiment -> a result dict (see :func:`summarize`)."""
+    """The whole experiment -> a result dict (see :func:`write_report`). The candidates are the
+    user's files ``audio`` if given (paths: :func:`items_from_audio`; the result then also lists
+    ``no_loop``, and has ``n_items`` 0 and a ``message`` when none loops), else ``pool``, else
+    :func:`candidate_pool` of ``seed``."""
+    if audio is not None:
+        loops, no_loop = items_from_audio(model, audio, max_new_tokens=max_new_tokens)
+        sources = [str(a) for a in audio]
+    else:
+        pool = candidate_pool(seed) if pool is None else pool
+        loops, sources = find_loops(model, pool, max_new_tokens=max_new_tokens), [p["source"] for p in pool]
+    head = dict(model=model.source, n_pool=len(sources), n_loops=len(loops), n_items=min(len(loops), max_items))
+    tail = dict(pool_sources=sources, loop_sources=[it["source"] for it in loops])
+    if audio is not None:
+        tail["no_loop"] = no_loop
+        if not loops:
+            return dict(head, max_new_tokens=max_new_tokens, **tail, message=(
+                f"no loop found in any of the {len(sources)} file(s) under {model.source}: nothing to patch"))
+    elif not loops:
+        raise ValueError(f"none of the {len(sources)} candidates loops under {model.source}; give more or harder audio")
+    return dict(head, **sweep(model, loops[:max_items], alphas=alphas, max_new_tokens=max_new_tokens,
+                              intact_wer=intact_wer, reference=reference, chunk=chunk), **tail)
+
+
+def sweep(model, items: list[dict], *, alphas=ALPHAS, max_new_tokens: int = 96, intact_wer: float = 0.3,
+          reference=None, chunk: int = 16) -> dict:
+    """Patch every looping item (``audio``, ``ids``, ``clean``, ``text``, ``source``) under every
+    layer and head patch, then the best layer and head together -> the rates and per-item texts."""
     dims = model.dims
-    pool = candidate_pool(seed) if pool is None else pool
-    loops = find_loops(model, pool, max_new_tokens=max_new_tokens)
-    items = loops[:max_items]
-    if not items:
-        raise ValueError(f"none of the {len(pool)} candidates loops under {model.source}; give more or harder audio")
     runner = _Runner(model, max_new_tokens, reference, chunk)
     weights = patch_weights(dims, alphas)
     n_l, n_h, n_a = dims.n_text_layer, dims.n_text_head, len(alphas)
@@ -176,27 +216,29 @@ def run(model, *, pool=None, alphas=ALPHAS, max_items: int = 16, max_new_tokens:
     pair = pair_weights(dims, alphas, best_layer, best_head)
     for i, item in enumerate(tqdm(items, desc="best layer + head", unit="item")):
         pair_solved[i] = [resolved(t, item["clean"], intact_wer) for t in runner(item, pair)]
-    return dict(model=model.source, n_pool=len(pool), n_loops=len(loops), n_items=len(items),
-                alphas=list(alphas), intact_wer=intact_wer, max_new_tokens=max_new_tokens,
+    return dict(alphas=list(alphas), intact_wer=intact_wer, max_new_tokens=max_new_tokens,
                 layer_rate=layer_rate, head_rate=head_rate, pair_rate=pair_solved.mean(0),
                 layer_loop_removed=removed[:, : n_l * n_a].mean(0).reshape(n_l, n_a).tolist(),
                 head_loop_removed=removed[:, n_l * n_a:].mean(0).reshape(n_l, n_h, n_a).tolist(),
                 best_layer=best_layer, best_head=best_head,
                 items=[dict(source=it["source"], text=it["text"], clean=it["clean"],
                             resolved_by=int(s.sum()), loop_removed_by=int(r.sum()), best_layer_text=t[int(np.argmax(layer_rate[best_layer])) + best_layer * n_a])
-                       for it, s, r, t in zip(items, solved, removed, texts)],
-                pool_sources=[p["source"] for p in pool], loop_sources=[it["source"] for it in loops])
+                       for it, s, r, t in zip(items, solved, removed, texts)])
 
 
 def write_report(result: dict, out_dir) -> dict:
     """repetition.json (summary + per-item texts), repetition.csv (one row per patch x alpha),
-    repetition_heads.png (layer x head, best alpha) and repetition_alpha.png -> the summary."""
-    import csv
+    repetition_heads.png (layer x head, best alpha) and repetition_alpha.png -> the summary.
+    With no looping item (the user's files, see :func:`run`): repetition.json only."""
     import json
 
     from jaxasr_interp.plots.patching import plot_alpha_curves, plot_head_heatmap, plot_layer_lines
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if not result["n_items"]:
+        summary = dict(result, csv=None, plots=[])
+        (out / "repetition.json").write_text(json.dumps(summary, indent=1) + "\n")
+        return summary
     alphas, lr, hr, pr = result["alphas"], result["layer_rate"], result["head_rate"], result["pair_rate"]
     (bl, (hl, hh)) = result["best_layer"], result["best_head"]
     summary = {k: v for k, v in result.items() if k not in ("layer_rate", "head_rate", "pair_rate")}
@@ -206,18 +248,9 @@ def write_report(result: dict, out_dir) -> dict:
         pair_resolved=float(pr.max()), pair_alpha=alphas[int(np.argmax(pr))], paper=PAPER,
         layer_rate=lr.tolist(), head_rate=hr.tolist(), pair_rate=pr.tolist(),
         csv=str(out / "repetition.csv"), plots=[str(out / "repetition_heads.png"), str(out / "repetition_alpha.png")])
-    with open(out / "repetition.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["component", "layer", "head", "alpha", "resolved_fraction", "n_items"])
-        n = result["n_items"]
-        for a, alpha in enumerate(alphas):
-            for layer in range(lr.shape[0]):
-                w.writerow(["cross_attn_out", layer, "", alpha, f"{lr[layer, a]:.4f}", n])
-                for head in range(hr.shape[1]):
-                    w.writerow(["cross_attn.z head", layer, head, alpha, f"{hr[layer, head, a]:.4f}", n])
-            w.writerow([f"layer {bl} + head {hl}.{hh}", bl, hh, alpha, f"{pr[a]:.4f}", n])
+    _write_csv(out / "repetition.csv", result)
     (out / "repetition.json").write_text(json.dumps(summary, indent=1) + "\n")
-    name = f"{result['model']}: {n} looping items"
+    name = f"{result['model']}: {result['n_items']} looping items"
     plot_head_heatmap(100 * hr.max(2), path=out / "repetition_heads.png", vmin=0, vmax=100, label="% resolved",
                       title=f"{name}; % of loops resolved by patching one cross-attention head (best alpha)")
     if len(alphas) > 1:
@@ -237,7 +270,31 @@ def write_report(result: dict, out_dir) -> dict:
     return summary
 
 
+def _write_csv(path, result: dict) -> None:
+    import csv
+    alphas, lr, hr, pr, n = (result[k] for k in ("alphas", "layer_rate", "head_rate", "pair_rate", "n_items"))
+    (bl, (hl, hh)) = result["best_layer"], result["best_head"]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["component", "layer", "head", "alpha", "resolved_fraction", "n_items"])
+        for a, alpha in enumerate(alphas):
+            for layer in range(lr.shape[0]):
+                w.writerow(["cross_attn_out", layer, "", alpha, f"{lr[layer, a]:.4f}", n])
+                for head in range(hr.shape[1]):
+                    w.writerow(["cross_attn.z head", layer, head, alpha, f"{hr[layer, head, a]:.4f}", n])
+            w.writerow([f"layer {bl} + head {hl}.{hh}", bl, hh, alpha, f"{pr[a]:.4f}", n])
+
+
 def format_summary(s: dict) -> str:
+    """One line; for the user's files, a line per file first (loop found / no loop found)."""
+    files = ([f"loop found: {it['source']}\t{it['clean']}" for it in s.get("items", [])]
+             + [f"no loop found: {r['audio']}\t{r['transcript']}" for r in s["no_loop"]] if "no_loop" in s else [])
+    if not s["n_items"]:
+        return "\n".join(files + [f"repetition [{s['model']}]: {s['message']}"])
+    return "\n".join(files + [_summary_line(s)])
+
+
+def _summary_line(s: dict) -> str:
     hl, hh = s["best_head"]
     return (f"repetition [{s['model']}]: {s['n_loops']} of {s['n_pool']} candidates loop, {s['n_items']} patched; "
             f"best layer {s['best_layer']} cross-attention resolves {100 * s['best_layer_resolved']:.1f}% "
