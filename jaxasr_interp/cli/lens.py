@@ -19,12 +19,6 @@ import sys
 from pathlib import Path
 
 
-def check_audio(paths):
-    for path in paths:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"audio file not found: {path}")
-
-
 def out_dir(path) -> Path:
     out = Path(path)
     if out.exists() and not out.is_dir():
@@ -38,8 +32,9 @@ def _logit_lens(args) -> int:
     from jaxasr_interp.lenses.files import (logit_lens_files, logit_lens_record, logit_lens_rows,
                                             saturation_summary, teacher_ids)
     from jaxasr_interp.plots.lens import plot_logit_lens, plot_saturation_histogram
+    from jaxasr_interp.whisper.streaming import check_files
 
-    check_audio(args.audio)
+    check_files(args.audio)
     if args.text is not None and len(args.audio) != 1:
         raise ValueError("--text needs exactly one AUDIO file")
     out = out_dir(args.out)
@@ -92,8 +87,9 @@ def _encoder_lens(args) -> int:
     from jaxasr_interp.lenses.encoder import encoder_lens, pooled_rates
     from jaxasr_interp.lenses.files import audio_mel, encoder_lens_record, encoder_lens_rows
     from jaxasr_interp.plots.lens import plot_encoder_lens
+    from jaxasr_interp.whisper.streaming import check_files
 
-    check_audio(args.audio)
+    check_files(args.audio)
     refs = read_references(args.ref_text, args.audio) if args.ref_text else None
     out = out_dir(args.out)
     model = load(args.model)

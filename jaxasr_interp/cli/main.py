@@ -51,6 +51,7 @@ def _write_outputs(paths: list[Path], audio: list, texts: list, fmt: str) -> Non
 def _transcribe(args) -> int:
     from jaxasr_interp.whisper.api import load, transcribe
     from jaxasr_interp.whisper.audio import sample_path, sample_transcripts
+    from jaxasr_interp.whisper.streaming import check_files
 
     audio = args.audio
     references = {}
@@ -59,9 +60,7 @@ def _transcribe(args) -> int:
         audio = [str(sample_path(name)) for name in references]
         print(f"no AUDIO given: transcribing the {len(audio)} bundled public-domain samples",
               file=sys.stderr)
-    for path in audio:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"audio file not found: {path}")
+    check_files(audio)
     outputs = _output_paths(audio, args.output_dir, args.output_format) if args.output_dir else None
     model = load(args.model)
     texts = transcribe(model, audio, batch_size=args.batch_size, suppress=args.suppress,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxasr_interp.cli.lens import check_audio, out_dir
+from jaxasr_interp.cli.lens import out_dir
 
 
 def _floats(text: str) -> tuple:
@@ -33,7 +33,8 @@ def _floats(text: str) -> tuple:
 def _patch(args) -> int:
     from jaxasr_interp.whisper.api import load
     from jaxasr_interp.patching.sweeps import MODES, family_of
-    check_audio(args.audio)
+    from jaxasr_interp.whisper.streaming import check_files
+    check_files(args.audio)
     if args.reference is not None and not Path(args.reference).is_file():
         raise FileNotFoundError(f"reference audio not found: {args.reference}")
     family, alphas = family_of(args.site), _floats(args.alphas)
@@ -120,9 +121,10 @@ def register(sub):
 def _repetition(args) -> int:
     from jaxasr_interp.whisper.api import load
     from jaxasr_interp.experiments import repetition as R
+    from jaxasr_interp.whisper.streaming import check_files
     if args.max_items < 1:
         raise ValueError("--max-items must be at least 1")
-    check_audio(args.audio)
+    check_files(args.audio)
     out = out_dir(args.out)
     result = R.run(load(args.model), audio=args.audio or None, alphas=_floats(args.alphas),
                    max_items=args.max_items, max_new_tokens=args.max_new_tokens, reference=args.reference,

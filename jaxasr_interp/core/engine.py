@@ -11,8 +11,8 @@ block) and calls :func:`run_stack`, which does for all of them what is the same:
   mask -> one weight array, :func:`~jaxasr_interp.core.edits.resolve`) and splits edits and
   captures into whole-stack ones and per-block ones;
 - the blocks run from ``start_layer`` when one is given (layers below it are skipped: the
-  input is then that layer's ``resid_pre``), under ``lax.scan`` with the per-block edits scanned alongside the
-  stacked parameters, or unrolled (cached decoding steps, where a scan's per-layer slicing
+  input is then that layer's ``resid_pre``), under ``lax.scan`` with the per-block edits
+  scanned alongside the stacked parameters, or unrolled (cached decoding steps, where a scan's per-layer slicing
   costs more than the step's arithmetic);
 - captures come back stacked ``[L - start_layer, ...]`` for block sites.
 
@@ -107,7 +107,7 @@ def run_blocks(block: Callable, blocks, x, *, prefix: str, edits: dict, capture:
     if not unroll and not isinstance(blocks, (tuple, list)):
         x, (stacked, outs) = jax.lax.scan(body, x, (blocks, edits, xs))
         return x, stacked, outs
-    per_layer = layer_list(blocks, len(jax.tree_util.tree_leaves(blocks)[0]))
+    per_layer = layer_list(blocks)
     captured, outs = [], []
     for i, p_l in enumerate(per_layer):
         x, (cap, out) = body(x, (p_l, jax.tree_util.tree_map(lambda a: a[i], edits),
@@ -117,10 +117,11 @@ def run_blocks(block: Callable, blocks, x, *, prefix: str, edits: dict, capture:
     return x, {k: jnp.stack([c[k] for c in captured]) for k in capture}, outs
 
 
-def layer_list(blocks, n_layers: int) -> tuple:
+def layer_list(blocks) -> tuple:
     """Stacked block parameters ``[L, ...]`` -> a tuple of per-layer trees (static slices)."""
     if isinstance(blocks, (tuple, list)):
         return tuple(blocks)
+    n_layers = jax.tree_util.tree_leaves(blocks)[0].shape[0]
     return tuple(jax.tree_util.tree_map(lambda a, i=i: a[i], blocks) for i in range(n_layers))
 
 
@@ -136,8 +137,9 @@ def run_stack(family: Family, stack: str, params, inputs, *, dims, edits, captur
               xs=None, unroll: bool = False) -> tuple[Any, dict, Any]:
     """One stack (``stack``, the site prefix of its blocks): ``embed(inputs, tap) -> x`` (skipped
     when ``start_layer`` is given: ``inputs`` is then ``resid_pre[start_layer]``), the blocks
-    of ``params["blocks"]`` from ``start_layer`` (:func:`run_blocks`), ``head(x, tap) -> y``. ``edits`` and ``capture`` are this
-    stack's own (:meth:`Family.own`). Returns ``(y, acts, outs)``."""
+    of ``params["blocks"]`` from ``start_layer`` (:func:`run_blocks`), ``head(x, tap) -> y``.
+    ``edits`` and ``capture`` are this stack's own (:meth:`Family.own`). Returns
+    ``(y, acts, outs)``."""
     s = split(family, edits, capture, dims, n_tokens)
     tap = Tap("", s.stack_edits, s.stack_capture)
     blocks, block_edits = params["blocks"], s.block_edits

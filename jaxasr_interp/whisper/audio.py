@@ -58,11 +58,18 @@ def _check_samples(x: np.ndarray, what: str) -> np.ndarray:
     return x
 
 
-def _read_file(path: Path) -> tuple[np.ndarray, int]:
+def check_audio_path(path) -> Path:
+    """The checks of a path before any audio is read: it exists and is not a directory."""
+    path = Path(path)
     if not path.exists():
         raise AudioFileNotFoundError(f"audio file not found: {path}")
     if path.is_dir():
         raise AudioError(f"{path} is a directory; pass an audio file (wav, flac, ogg, ...)")
+    return path
+
+
+def _read_file(path: Path) -> tuple[np.ndarray, int]:
+    check_audio_path(path)
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError) as err:

@@ -72,7 +72,7 @@ def greedy_decode(params: Params, audio_features, prompt, eot, bias, first_bias,
     # Weights cast to the compute dtype and sliced per layer once, outside the loop (decode's
     # own cast is then a no-op instead of a conversion of every weight at every step).
     decoder = jax.tree_util.tree_map(lambda a: a.astype(dtype), unwrap(params)["decoder"])
-    params = {"decoder": {**decoder, "blocks": layer_list(decoder["blocks"], dims.n_text_layer)}}
+    params = {"decoder": {**decoder, "blocks": layer_list(decoder["blocks"])}}
     cache = jax.vmap(lambda af: init_cache({"decoder": decoder}, af, dims=dims, edits=edits,
                                            dtype=dtype))(audio_features)
     token_edits = resolve_positions(WHISPER, edits, dims, dims.n_text_ctx)

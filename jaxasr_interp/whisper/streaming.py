@@ -9,7 +9,7 @@ device idle between batches). Only loading runs on that thread, one batch ahead,
 come back in input order: results are those of loading everything first, and at most two
 batches of waveforms are alive at a time.
 
-:func:`check_files` fails up front on a path that does not exist, so a long job does not stop
+:func:`check_files` fails up front on a path that does not exist (or is a directory), so a long job does not stop
 at its thousandth batch for a typo.
 """
 
@@ -19,14 +19,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from jaxasr_interp.whisper.audio import AudioFileNotFoundError, load_audio
+from jaxasr_interp.whisper.audio import check_audio_path, load_audio
 
 
 def check_files(items: Sequence) -> None:
-    """Raise :class:`.audio.AudioFileNotFoundError` for the first path item that does not exist."""
+    """Fail on the first path item that does not exist or is a directory (the checks of
+    :func:`.audio.check_audio_path`, before any batch runs); arrays pass."""
     for x in items:
-        if isinstance(x, (str, Path)) and not Path(x).exists():
-            raise AudioFileNotFoundError(f"audio file not found: {Path(x)}")
+        if isinstance(x, (str, Path)):
+            check_audio_path(x)
 
 
 def loaded_batches(items: Sequence, batch_size: int, load: Callable = load_audio, *,
