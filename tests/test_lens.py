@@ -10,6 +10,8 @@
 - Text metrics on known values.
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import jiwer
@@ -175,9 +177,15 @@ def test_encoder_lens_last_layer_equals_transcription(tiny):
     # transcribe_ids's default length: the program other test files compile already
     expected = jai.transcribe_ids(model, [jai.sample_path(CLIP)], batch_size=1)[0]
     assert len(expected) < 32 and lens.token_ids[-1] == expected and lens.final == model.tokenizer.decode(expected)
-    assert lens.wer[-1] == 0.0 and lens.reference == lens.final  # scored against itself
-    wer, cer = pooled_rates([lens, lens])
-    np.testing.assert_allclose(wer, lens.wer)
+    assert lens.wer[-1] == 0.0 and lens.reference == lens.final  # no reference: scored against itself
+    # pooling two utterances of different lengths is summed errors / summed words, which is not
+    # the mean of their rates
+    other = dataclasses.replace(lens, word_errors=lens.word_errors * 0 + 1, ref_words=lens.ref_words * 0 + 40,
+                                char_errors=lens.char_errors * 0 + 3, ref_chars=lens.ref_chars * 0 + 200)
+    wer, cer = pooled_rates([lens, other])
+    np.testing.assert_allclose(wer, (lens.word_errors + 1) / (lens.ref_words + 40), rtol=1e-12)
+    np.testing.assert_allclose(cer, (lens.char_errors + 3) / (lens.ref_chars + 200), rtol=1e-12)
+    assert lens.word_errors[0] > 0 and np.abs(wer[0] - (lens.wer[0] + 1 / 40) / 2) > 1e-3
 
 
 def test_text_metrics_known_values():

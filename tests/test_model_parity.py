@@ -60,11 +60,26 @@ def test_every_site_matches_reference(case):
         assert want.std() > 1e-3, f"{name} is degenerate; the comparison would prove nothing"
 
 
-def test_block_outputs_and_logits_shapes(case):
+def test_reference_captures_are_the_tensors_they_name(case):
+    """The reference's hooks are checked against its own arithmetic, so that agreeing with it
+    proves our sites hold the named tensors: logits are ln_final times the tied embedding, each
+    block's input is the previous block's output, resid_post = resid_mid(+cross) + mlp_out."""
     dims, params, mel, tokens, ref = case
-    assert ref["encoder.resid_post"].shape[0] == dims.n_audio_layer
-    assert ref["decoder.resid_post"].shape[0] == dims.n_text_layer
-    assert ref["logits"].shape == (len(tokens), dims.n_vocab)
+    emb = np.asarray(params["decoder"]["token_embedding"]["embedding"])
+    np.testing.assert_allclose(ref["decoder.ln_final"] @ emb.T, ref["logits"], rtol=0, atol=TOL)
+    for stack, mid in (("encoder", "resid_mid"), ("decoder", "resid_mid_cross")):
+        np.testing.assert_allclose(ref[f"{stack}.resid_pre"][1:], ref[f"{stack}.resid_post"][:-1], rtol=0, atol=TOL)
+        np.testing.assert_allclose(ref[f"{stack}.{mid}"] + ref[f"{stack}.mlp_out"], ref[f"{stack}.resid_post"],
+                                   rtol=0, atol=TOL)
+    np.testing.assert_allclose(ref["encoder.resid_pre"][0], ref["encoder.embed"], rtol=0, atol=TOL)
+    np.testing.assert_allclose(ref["decoder.resid_pre"][0], ref["decoder.embed"], rtol=0, atol=TOL)
+    # attention rows are distributions; a degenerate reference would pass the sums trivially
+    for name in ("encoder.attn.pattern", "decoder.self_attn.pattern", "decoder.cross_attn.pattern"):
+        np.testing.assert_allclose(ref[name].sum(-1), 1.0, rtol=0, atol=1e-5)
+        assert ref[name].std() > 1e-3
+    assert max(ref[n].max() for n in ("encoder.attn.pattern", "decoder.cross_attn.pattern")) < 0.999
+    causal = ref["decoder.self_attn.pattern"][..., np.triu_indices(len(tokens), 1)[0], np.triu_indices(len(tokens), 1)[1]]
+    assert np.abs(causal).max() == 0.0  # the decoder's self-attention sees no future token
 
 
 def test_kv_cache_decoding_equals_teacher_forcing(case):

@@ -78,7 +78,11 @@ def test_training_lowers_the_loss_and_round_trips(case, tmp_path):
     plain = logit_lens(model, mels[0], tokens, sites=("resid_post",))
     tuned = logit_lens(model, mels[0], tokens, translator=trained["decoder"])
     assert tuned.kl[0, :-1].mean() < plain.kl[0, :-1].mean()
-    np.testing.assert_allclose(tuned.kl[0, -1], plain.kl[0, -1], atol=1.0)  # last layer stays close
+    # the plain lens's last layer is the model's own output (KL 0); training the last
+    # translator towards a target it already meets keeps it there (measured 4e-4 nats, against
+    # 0.55 nats for the plain lens at layer 0)
+    np.testing.assert_allclose(plain.kl[0, -1], 0.0, atol=1e-5)
+    assert 0.0 <= tuned.kl[0, -1].mean() < 0.02 * plain.kl[0, 0].mean()
     save_translators(trained, tmp_path / "tl")
     loaded = load_translators(tmp_path / "tl")
     for kind in trained:
