@@ -14,7 +14,10 @@ block) and calls :func:`run_stack`, which does for all of them what is the same:
   input is then that layer's ``resid_pre``), under ``lax.scan`` with the per-block edits
   scanned alongside the stacked parameters, or unrolled (cached decoding steps, where a scan's per-layer slicing
   costs more than the step's arithmetic);
-- captures come back stacked ``[L - start_layer, ...]`` for block sites.
+- captures come back stacked ``[L - start_layer, ...]`` for block sites;
+- with ``readout=ids`` (integer ``[T, k]``, checked by :func:`check_readout`) the head reads
+  out only those token ids at each position (:func:`read_out`): logits ``[T, k]``, the values
+  of the full ``[T, n_vocab]`` logits at those ids, without the vocabulary projection.
 
 Parameters may be given as the bare tree or as a Flax variable collection ``{"params": tree}``
 (:func:`unwrap`).
@@ -26,6 +29,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxasr_interp.core.edits import resolve
 from jaxasr_interp.core.family import Family
@@ -40,10 +44,9 @@ def unwrap(params):
 
 
 def cast(params, dtype):
-    """Every leaf in the compute dtype (float32 trees are returned as they are)."""
-    if dtype == jnp.float32:
-        return params
-    return jax.tree_util.tree_map(lambda a: a.astype(dtype), params)
+    """Every leaf in the compute dtype; leaves already in it are returned as they are (so a
+    float32 tree at float32 is unchanged, and bfloat16-stored leaves are widened for float32)."""
+    return jax.tree_util.tree_map(lambda a: a if a.dtype == dtype else a.astype(dtype), params)
 
 
 class Split(NamedTuple):
@@ -90,6 +93,39 @@ def check_start(family: Family, stack: str, x, want: tuple, start_layer: int, ed
                              "start earlier or use the full pass")
 
 
+def check_readout(family: Family, stack: str, readout, n_tokens: int, n_vocab: int, edits):
+    """Eager checks of ``readout`` (the token ids wanted at each position, integer ``[T, k]``)
+    -> the ids as int32 (None stays None). Ids are range-checked when concrete; the head's
+    site (``logits``) then holds ``[T, k]``, so an edit of it is refused."""
+    if readout is None:
+        return None
+    ids = jnp.asarray(readout)
+    if ids.ndim != 2 or ids.shape[0] != n_tokens:
+        raise ValueError(f"readout must be token ids [T, k] with T = {n_tokens} positions, got shape "
+                         f"{tuple(ids.shape)} (ids[:, None] reads one id per position)")
+    if not jnp.issubdtype(ids.dtype, jnp.integer):
+        raise ValueError(f"readout must hold integer token ids, got dtype {ids.dtype}")
+    if not isinstance(ids, jax.core.Tracer) and ids.size:  # numpy: no jnp op inside a trace
+        low, high = int(np.min(np.asarray(ids))), int(np.max(np.asarray(ids)))
+        if low < 0 or high >= n_vocab:
+            raise ValueError(f"readout ids must lie in [0, {n_vocab}), got {low}..{high}")
+    head_site = family.stacks[stack][-1]
+    if head_site in (edits or {}):
+        raise ValueError(f"{head_site!r} cannot be edited with readout= (it then holds [T, k]); "
+                         f"edit {family.stacks[stack][-2]!r} instead")
+    return ids.astype(jnp.int32)
+
+
+def read_out(x, table, ids, axis: int = 0):
+    """Logits of only the token ids ``ids`` [T, k]: ``x`` [T, D] against the rows of the
+    read-out matrix ``table`` (``[V, D]`` with ``axis=0``, a ``[D, V]`` kernel with ``axis=1``)
+    -> [T, k] float32, the values ``take_along_axis(x @ table(.T), ids, -1)`` has, without the
+    ``[T, V]`` product (a vmapped sweep never pays the vocabulary projection)."""
+    rows = jnp.take(table, ids, axis=axis).astype(x.dtype)  # [T, k, D] or [D, T, k]
+    spec = "td,tkd->tk" if axis == 0 else "td,dtk->tk"
+    return jnp.einsum(spec, x, rows).astype(jnp.float32)
+
+
 def run_blocks(block: Callable, blocks, x, *, prefix: str, edits: dict, capture: tuple, xs=None,
                unroll: bool = False):
     """``block(x, p_l, tap, xs_l) -> (x, out_l)`` over the layers -> (x, stacked captures, outs).
@@ -134,10 +170,11 @@ def later(tree, start_layer: int, per_layer: bool):
 
 def run_stack(family: Family, stack: str, params, inputs, *, dims, edits, capture, n_tokens: int,
               embed: Callable, block: Callable, head: Callable, start_layer: int | None = None,
-              xs=None, unroll: bool = False) -> tuple[Any, dict, Any]:
+              xs=None, unroll: bool = False, readout=None) -> tuple[Any, dict, Any]:
     """One stack (``stack``, the site prefix of its blocks): ``embed(inputs, tap) -> x`` (skipped
     when ``start_layer`` is given: ``inputs`` is then ``resid_pre[start_layer]``), the blocks
-    of ``params["blocks"]`` from ``start_layer`` (:func:`run_blocks`), ``head(x, tap) -> y``.
+    of ``params["blocks"]`` from ``start_layer`` (:func:`run_blocks`), ``head(x, tap) -> y``
+    (``head(x, tap, readout)`` when ``readout`` ids are given, see :func:`read_out`).
     ``edits`` and ``capture`` are this stack's own (:meth:`Family.own`). Returns
     ``(y, acts, outs)``."""
     s = split(family, edits, capture, dims, n_tokens)
@@ -153,4 +190,5 @@ def run_stack(family: Family, stack: str, params, inputs, *, dims, edits, captur
         x = embed(inputs, tap)
     x, stacked, outs = run_blocks(block, blocks, x, prefix=stack, edits=block_edits,
                                   capture=s.block_capture, xs=xs, unroll=per_layer)
-    return head(x, tap), {**tap.captured, **stacked}, outs
+    y = head(x, tap) if readout is None else head(x, tap, readout)
+    return y, {**tap.captured, **stacked}, outs

@@ -20,6 +20,10 @@ valid frames: :func:`.config.audio_tokens_for`). ``n_frames`` (the valid mel fra
 integer, so lengths never recompile) sets the encoder's attention mask as transformers'
 ``feature_attention_mask`` does.
 
+``readout=ids`` (integer ``[T, k]``): ``decode`` / ``forward`` return the logits of only those
+token ids at each position, ``[T, k]`` (the final RMSNorm, then only those columns of
+``lm_head``), the values the full ``[T, V]`` logits hold there, as Whisper's ``readout``.
+
 ``precision="highest"`` (default) keeps float32 matmuls exact on GPU/TPU; ``dtype=bfloat16``
 runs the matmuls in bfloat16 (norms and softmax stay float32).
 """
@@ -33,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxasr_interp.core import layers as L
-from jaxasr_interp.core.engine import cast, run_stack, unwrap
+from jaxasr_interp.core.engine import cast, check_readout, read_out, run_stack, unwrap
 from jaxasr_interp.core.sites import Tap
 from jaxasr_interp.qwen2_audio.config import QwenAudioDims, audio_tokens_for, encoder_lengths
 from jaxasr_interp.qwen2_audio.sites import QWEN2_AUDIO
@@ -138,20 +142,22 @@ def merge_audio(embeds, tokens, audio_embeds, audio_token_id: int):
 
 
 def decode(params, tokens, audio_embeds, *, dims: QwenAudioDims, edits=None, capture=(),
-           cache=None, offset=0, dtype=jnp.float32, precision: str | None = "highest"):
+           cache=None, offset=0, readout=None, dtype=jnp.float32, precision: str | None = "highest"):
     """The LLM: tokens [T] (``audio_embeds`` [A, Dt] written at the audio tokens; None for
     none) -> (logits [T, V] float32, acts), or with a KV ``cache`` (:mod:`.decoding`) ->
-    (logits, acts, new cache) for the tokens at positions ``offset ...``."""
+    (logits, acts, new cache) for the tokens at positions ``offset ...``; with ``readout``
+    ids [T, k], logits [T, k] of only those ids."""
     if jnp.ndim(tokens) != 1:
         raise ValueError(f"tokens must be 1-D [T] for one utterance, got shape {jnp.shape(tokens)}; "
                          "use jax.vmap for batches")
     edits, capture = QWEN2_AUDIO.own("decoder", edits, capture)
-    return _decode(unwrap(params), jnp.asarray(tokens), audio_embeds, dims=dims, edits=edits,
+    readout = check_readout(QWEN2_AUDIO, "decoder", readout, jnp.shape(tokens)[0], dims.n_vocab, edits)
+    return _decode(unwrap(params), jnp.asarray(tokens), audio_embeds, readout, dims=dims, edits=edits,
                    capture=capture, cache=cache, offset=offset, dtype=dtype, precision=precision)
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
-def _decode(params, tokens, audio_embeds, *, dims, edits, capture, cache, offset, dtype, precision):
+def _decode(params, tokens, audio_embeds, readout, *, dims, edits, capture, cache, offset, dtype, precision):
     n_tokens = tokens.shape[0]
     with jax.default_matmul_precision(precision):
         p = cast(params["decoder"], dtype)
@@ -166,13 +172,15 @@ def _decode(params, tokens, audio_embeds, *, dims, edits, capture, cache, offset
                 x = merge_audio(x, tokens, audio_embeds, dims.audio_token_id)
             return tap("decoder.embed", x)
 
-        def head(x, tap):
+        def head(x, tap, readout=None):
             x = tap("decoder.ln_final", rms_norm(x, p["norm"], dims.rms_eps))
+            if readout is not None:  # lm_head has no bias: only its columns `readout` are read
+                return tap("logits", read_out(x, p["lm_head"]["kernel"], readout, axis=1))
             return tap("logits", L.linear(x, p["lm_head"]).astype(jnp.float32))
 
         logits, acts, cache = run_stack(
             QWEN2_AUDIO, "decoder", p, tokens, dims=dims, edits=edits, capture=capture,
-            n_tokens=n_tokens, embed=embed, head=head, xs=cache,
+            n_tokens=n_tokens, embed=embed, head=head, xs=cache, readout=readout,
             block=lambda x, p_l, tap, cache_l: qwen_block(x, p_l, tap, dims, cos, sin, mask, cache_l, offset))
     return (logits, acts) if cache is None else (logits, acts, cache)
 
@@ -189,12 +197,15 @@ def _check_audio_tokens(tokens, n_frames, dims: QwenAudioDims) -> None:
 
 
 def forward(params, mel, tokens, *, dims: QwenAudioDims, n_frames=None, edits=None, capture=(),
-            dtype=jnp.float32, precision: str | None = "highest"):
+            readout=None, dtype=jnp.float32, precision: str | None = "highest"):
     """Teacher-forced pass: mel [n_mels, frames] (``n_frames`` valid), tokens [T] with the
-    audio tokens expanded -> (logits [T, V], acts: captured sites, block sites ``[L, ...]``)."""
+    audio tokens expanded -> (logits [T, V] or, with ``readout`` ids, [T, k]; acts: captured
+    sites, block sites ``[L, ...]``)."""
     _check_audio_tokens(tokens, n_frames, dims)
+    if readout is not None and jnp.ndim(tokens) == 1:  # a bad readout fails before the encoder runs
+        check_readout(QWEN2_AUDIO, "decoder", readout, jnp.shape(tokens)[0], dims.n_vocab, edits)
     embeds, enc_acts = encode(params, mel, dims=dims, n_frames=n_frames, edits=edits,
                               capture=capture, dtype=dtype, precision=precision)
     logits, dec_acts = decode(params, tokens, embeds, dims=dims, edits=edits, capture=capture,
-                              dtype=dtype, precision=precision)
+                              readout=readout, dtype=dtype, precision=precision)
     return logits, {**enc_acts, **dec_acts}

@@ -17,6 +17,11 @@ or tokens (``start_layer=None``, the default: the full pass). An edit at
 layer ``l`` leaves layers ``0..l-1`` as in the clean run, so a patch needs only the layers
 from ``l`` on; captured block sites are then stacked over layers ``l..L-1``.
 
+``readout=ids`` (integer ``[T, k]``) makes ``decode`` / ``forward`` return the logits of only
+those token ids at each position, ``[T, k]`` (``ln_final`` then a dot with the gathered rows of
+the tied embedding: the values the full logits hold there), so a vmapped sweep never pays the
+``[T, n_vocab]`` projection; the ``logits`` site then holds ``[T, k]`` too.
+
 ``precision`` sets JAX's default matmul precision while tracing: ``"highest"`` (the default)
 is float32-exact on GPU and TPU too, where JAX would otherwise use TF32 / bf16 passes.
 ``dtype=jnp.bfloat16`` runs the matmuls in bfloat16 (LayerNorm and softmax stay float32).
@@ -31,7 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxasr_interp.core import layers as L
-from jaxasr_interp.core.engine import cast, check_start, run_stack, unwrap
+from jaxasr_interp.core.engine import cast, check_readout, check_start, read_out, run_stack, unwrap
 from jaxasr_interp.core.sites import Tap
 from jaxasr_interp.whisper.config import Dims
 from jaxasr_interp.whisper.sites import WHISPER
@@ -143,25 +148,27 @@ def _encode(params, mel, *, dims, edits, capture, start_layer, dtype, precision)
 
 
 def decode(params: Params, tokens, audio_features, *, dims: Dims, edits=None, capture=(),
-           cache=None, offset=0, start_layer: int | None = None, cross=None, dtype=jnp.float32,
-           precision: str | None = "highest"):
+           cache=None, offset=0, start_layer: int | None = None, cross=None, readout=None,
+           dtype=jnp.float32, precision: str | None = "highest"):
     """Decoder: tokens [T] (or ``resid_pre[start_layer]`` [T, D]) -> (logits [T, n_vocab] in
     float32, acts), or with a KV ``cache`` (see :mod:`.decoding`) -> (logits, acts, new cache)
     for tokens at positions ``offset...``. ``cross``: every layer's precomputed cross-attention
     keys and values (:func:`cross_kv_stack`), shared by the patches of a sweep; then
-    ``audio_features`` may be None and cross-attention k/v can be neither edited nor captured."""
+    ``audio_features`` may be None and cross-attention k/v can be neither edited nor captured.
+    ``readout``: token ids [T, k] -> logits [T, k] of only those ids (module docstring)."""
     edits, capture = WHISPER.own("decoder", edits, capture)
     _check_input(tokens, dims, "decoder", start_layer, edits, capture)
     if cross is not None and WHISPER.audio_sites & (set(edits) | set(capture)):
         raise ValueError("cross-attention k/v are precomputed (cross=...): pass audio_features "
                          "instead to edit or capture them")
-    return _decode(unwrap(params), jnp.asarray(tokens), audio_features, cross, dims=dims,
+    readout = check_readout(WHISPER, "decoder", readout, jnp.shape(tokens)[0], dims.n_vocab, edits)
+    return _decode(unwrap(params), jnp.asarray(tokens), audio_features, cross, readout, dims=dims,
                    edits=edits, capture=capture, cache=cache, offset=offset,
                    start_layer=start_layer, dtype=dtype, precision=precision)
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
-def _decode(params, tokens, audio_features, cross, *, dims, edits, capture, cache, offset,
+def _decode(params, tokens, audio_features, cross, readout, *, dims, edits, capture, cache, offset,
             start_layer, dtype, precision):
     n_tokens = tokens.shape[0]
     with jax.default_matmul_precision(precision):
@@ -181,9 +188,12 @@ def _decode(params, tokens, audio_features, cross, *, dims, edits, capture, cach
                 return decoder_block(x, p_l, tap, dims.n_text_head, audio_features, mask, cross=xs_l)
             return decoder_block(x, p_l, tap, dims.n_text_head, None, mask, xs_l, offset)
 
-        def head(x, tap):
+        def head(x, tap, readout=None):
             x = tap("decoder.ln_final", L.layer_norm(x, p["ln"]))
-            return tap("logits", (x @ p["token_embedding"]["embedding"].T).astype(jnp.float32))
+            table = p["token_embedding"]["embedding"]
+            if readout is not None:
+                return tap("logits", read_out(x, table, readout))
+            return tap("logits", (x @ table.T).astype(jnp.float32))
 
         if cache is None:
             xs = cross
@@ -192,24 +202,27 @@ def _decode(params, tokens, audio_features, cross, *, dims, edits, capture, cach
         logits, acts, outs = run_stack(
             WHISPER, "decoder", p, tokens if start_layer is None else tokens.astype(dtype), dims=dims,
             edits=edits, capture=capture, n_tokens=n_tokens, start_layer=start_layer,
-            embed=embed, block=block, head=head, xs=xs, unroll=cache is not None)
+            embed=embed, block=block, head=head, xs=xs, unroll=cache is not None, readout=readout)
     if cache is None:
         return logits, acts
     outs = [{**xs_l, **out} for xs_l, out in zip(xs[start_layer or 0:], outs)]
     return logits, acts, {name: tuple(o[name] for o in outs) for name in cache}
 
 
-def forward(params: Params, mel, tokens, *, dims: Dims, edits=None, capture=(),
+def forward(params: Params, mel, tokens, *, dims: Dims, edits=None, capture=(), readout=None,
             dtype=jnp.float32, precision: str | None = "highest"):
-    """Teacher-forced pass: mel [n_mels, frames], tokens [T] -> (logits [T, n_vocab], acts).
+    """Teacher-forced pass: mel [n_mels, frames], tokens [T] -> (logits [T, n_vocab], acts);
+    with ``readout`` ids [T, k], logits [T, k] of only those ids.
 
     ``acts`` maps each captured site name (patterns expanded) to its value; block sites are
     stacked over layers ``[L, ...]``.
     """
+    if readout is not None and jnp.ndim(tokens) == 1:  # a bad readout fails before the encoder runs
+        check_readout(WHISPER, "decoder", readout, jnp.shape(tokens)[0], dims.n_vocab, edits)
     audio_features, enc_acts = encode(params, mel, dims=dims, edits=edits, capture=capture,
                                       dtype=dtype, precision=precision)
     logits, dec_acts = decode(params, tokens, audio_features, dims=dims, edits=edits,
-                              capture=capture, dtype=dtype, precision=precision)
+                              capture=capture, readout=readout, dtype=dtype, precision=precision)
     return logits, {**enc_acts, **dec_acts}
 
 
