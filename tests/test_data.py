@@ -102,3 +102,11 @@ def test_bad_datasets_are_clear_errors(tmp_path):
 
 def test_plain_normalizer_for_wer():
     assert normalize("Hello,  World! It's", "plain") == "hello world it's"
+
+
+def test_the_contextual_bias_pool_extends_to_400_sentences_keeping_the_first_100():
+    from jaxasr_interp.data.minimal_pairs import ALL_PAIRS, PAIRS, generate
+    stimuli = generate(pairs=ALL_PAIRS)
+    assert len(stimuli) == 400 == len({s.sentence for s in stimuli}) and len(ALL_PAIRS) == 100
+    assert stimuli[:100] == generate() and len(generate(pairs=PAIRS)) == 100
+    assert all(len(t) == 4 for t in ALL_PAIRS.values())

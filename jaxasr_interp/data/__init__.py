@@ -16,8 +16,11 @@ Any tool can write it; :func:`write_dataset` does, :func:`read_dataset` reads an
 
 Builders (:mod:`.builders`) make the paper's datasets from synthesized speech (espeak-ng
 voices, variants and accents; optionally the bundled piper voice), the bundled and installed
-LibriVox clips, generated noise, tones and silence. Every builder is deterministic for a seed,
-writes where its labels come from into ``label_source`` and returns the class counts.
+real recordings (:mod:`.real`), generated noise, tones and silence; :mod:`.by_engine` draws
+gender and accent across the engines of :mod:`.engines` (espeak-ng, flite, festival, piper)
+with an ``engine`` column, for the held-out-engine splits of :mod:`.splits`. Every builder is
+deterministic for a seed, writes where its labels come from into ``label_source`` and returns
+the class counts.
 """
 
 from __future__ import annotations
@@ -104,6 +107,8 @@ def read_dataset(root) -> Dataset:
 
 
 from jaxasr_interp.data.builders import build_accent, build_gender, build_hallucination, build_noise, build_speech
+from jaxasr_interp.data.by_engine import build_accent_engines, build_gender_engines
 
 BUILDERS = {"gender": build_gender, "accent": build_accent, "noise": build_noise,
-            "speech": build_speech, "hallucination": build_hallucination}
+            "speech": build_speech, "hallucination": build_hallucination,
+            "gender-engines": build_gender_engines, "accent-engines": build_accent_engines}

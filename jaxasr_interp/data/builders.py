@@ -11,7 +11,8 @@ hallucination set, whose classes come from the model's errors.
 * ``build_accent``: espeak-ng accents us / gb-rp / scottish / caribbean, random voice variant.
 * ``build_noise``: synthesized speech, half clean and half mixed with white or pink noise at an
   SNR drawn from ``snrs`` (one utterance is never in both classes, so folds cannot pair them).
-* ``build_speech``: speech vs non-speech; non-speech cycles noise / tones / silence.
+* ``build_speech``: speech vs non-speech; non-speech cycles noise / tones / silence;
+  ``real=True`` makes the first speech items the real recordings of :mod:`.real`.
 * ``build_hallucination``: a pool of hard utterances (fast speech, noise), transcribed greedily
   by ``model``; WER against the synthesis text; zero-WER items vs the ``k`` highest-WER ones.
 """
@@ -139,13 +140,18 @@ def build_noise(out, n_per_class: int = 40, *, snrs=(0.0, 5.0, 10.0), seed: int 
                          params=dict(n_per_class=n_per_class, snrs=list(snrs)))
 
 
-def build_speech(out, n_per_class: int = 40, *, seed: int = 0) -> dict:
+def build_speech(out, n_per_class: int = 40, *, seed: int = 0, real: bool = False) -> dict:
+    """``real=True``: the first speech items are the real recordings (:func:`.real.clips`)."""
+    from jaxasr_interp.data import real as real_clips
     from jaxasr_interp.data import write_dataset
     root, rng, version = _prepare(out, n_per_class), np.random.default_rng(seed), _espeak_version()
-    kinds = ("noise", "tones", "silence")
+    kinds, clips = ("noise", "tones", "silence"), real_clips.clips()[:n_per_class] if real else []
     items = []
     for i in range(2 * n_per_class):
-        if i % 2 == 0:
+        if i % 2 == 0 and i // 2 < len(clips):
+            clip = clips[i // 2]
+            audio, text, source, kind = real_clips.load(clip), clip.transcript, f"real: {clip.name}", "speech"
+        elif i % 2 == 0:
             text = synth.sentences(rng, 1)[0]
             audio, source = _any_speech(rng, text, version)
             kind = "speech"
@@ -161,8 +167,9 @@ def build_speech(out, n_per_class: int = 40, *, seed: int = 0) -> dict:
                           speech="speech" if kind == "speech" else "non-speech", kind=kind))
     return write_dataset(root, items, name="speech", seed=seed,
                          classes={"speech": ["speech", "non-speech"]},
-                         label_source="constructed: synthesized speech vs generated noise, tones and silence",
-                         params=dict(n_per_class=n_per_class))
+                         label_source="constructed: synthesized speech vs generated noise, tones and silence"
+                                      + (f"; {len(clips)} speech items are real recordings" if real else ""),
+                         params=dict(n_per_class=n_per_class, **(dict(real=True) if real else {})))
 
 
 def build_hallucination(out, model, pool: int = 120, k: int = 30, *, seed: int = 0,

@@ -5,7 +5,8 @@ The paper's example is "white lice" spoken where "white rice" is expected. Here 
 phoneme, and four sentence templates whose context strongly predicts ``expected``; the slot
 ``{}`` is filled with ``spoken``. :func:`generate` enumerates pairs x templates in a fixed
 order (no randomness at all), so the same call always gives the same list: 25 pairs x 4
-templates = 100 sentences. An ASR model that writes ``expected`` has made a *contextual error*;
+templates = 100 sentences; ``generate(pairs=ALL_PAIRS)`` adds the 75 pairs of
+:mod:`.more_pairs` for 400. An ASR model that writes ``expected`` has made a *contextual error*;
 one that writes ``spoken`` is acoustically correct.
 
 :func:`read_user_list` reads a user's list in the same shape: a CSV (or, named ``*.tsv``, a
@@ -23,6 +24,8 @@ import csv
 import dataclasses
 import re
 from pathlib import Path
+
+from jaxasr_interp.data.more_pairs import MORE_PAIRS
 
 # (spoken, expected): four templates each, context predicting `expected`, slot = spoken word.
 PAIRS = {
@@ -79,6 +82,7 @@ PAIRS = {
 }
 # Why these: single-phoneme changes (l/r, s/sh, k/g, p/b...), common words both of them, and
 # contexts where the expected word is the overwhelmingly likely continuation.
+ALL_PAIRS = {**PAIRS, **MORE_PAIRS}  # 100 pairs x 4 templates = 400 sentences
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,10 +106,11 @@ def _check(s: Stimulus) -> Stimulus:
     return s
 
 
-def generate(n: int | None = None) -> list[Stimulus]:
-    """All pairs x templates in a fixed order (pair-major), the first ``n`` if given."""
+def generate(n: int | None = None, *, pairs: dict | None = None) -> list[Stimulus]:
+    """All ``pairs`` (default :data:`PAIRS`; :data:`ALL_PAIRS` for 400 sentences) x templates
+    in a fixed order (pair-major), the first ``n`` if given."""
     out = []
-    for (spoken, expected), templates in PAIRS.items():
+    for (spoken, expected), templates in (PAIRS if pairs is None else pairs).items():
         for t, template in enumerate(templates):
             sentence = template.format(spoken)
             sentence = sentence[0].upper() + sentence[1:] + "."

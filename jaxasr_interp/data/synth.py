@@ -76,12 +76,17 @@ def piper_voice():
     return PiperVoice.load(str(joe.model_path()), config_path=str(joe.config_path()))
 
 
-def piper_speech(voice, text: str) -> np.ndarray:
+def piper_speech(voice, text: str, *, length_scale: float = 1.0) -> np.ndarray:
+    """Speech of ``text`` at 16 kHz, deterministic: piper's VITS draws unseeded noise inside
+    the ONNX graph (two calls differ), so both noise scales are zero."""
     import wave
+
+    from piper import SynthesisConfig
+    config = SynthesisConfig(length_scale=length_scale, noise_scale=0.0, noise_w_scale=0.0)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "out.wav"
         with wave.open(str(path), "wb") as f:
-            voice.synthesize_wav(text, f)
+            voice.synthesize_wav(text, f, syn_config=config)
         return load_audio(path)
 
 
