@@ -149,10 +149,11 @@ def test_the_cli_reports_on_the_bundled_clip_by_default(monkeypatch, tmp_path, c
 
     # the module, not ``jai.report`` (the package attribute is the function of the same name)
     monkeypatch.setattr(sys.modules["jaxasr_interp.report.page"], "report", fake_report)
-    monkeypatch.setattr("jaxasr_interp.whisper.api.load", lambda name: f"model {name}")
+    monkeypatch.setattr("jaxasr_interp.whisper.api.load", lambda name, dtype: f"model {name} {dtype}")
     assert main(["report", "--out", str(tmp_path), "--alpha", "0.5"]) == 0
     [(model, wave, out_dir, kw)] = calls
-    assert model == "model tiny.en" and out_dir == str(tmp_path)
+    assert model == "model tiny.en float32" and out_dir == str(tmp_path)
+    assert kw["dtype"] == jnp.float32 and kw["precision"] == "highest"  # --dtype / --precision defaults
     np.testing.assert_array_equal(wave, jai.load_audio(JFK))
     assert kw["reference"] == REFERENCE and kw["name"] == "jfk.wav" and kw["alpha"] == 0.5
     assert capsys.readouterr().out.strip() == str(tmp_path / "index.html")

@@ -9,6 +9,8 @@ Both work with any model ``load`` accepts (``--model``) and write into ``--out``
 - encoder-lens: ``encoder_lens.json``, ``encoder_lens.csv`` (one row per file x layer) and
   ``encoder_lens.png``; the pooled WER per layer is printed. ``--ref-text`` is a text file with
   one reference per line in AUDIO order, or a JSON object {file name: text}.
+
+Both take ``--dtype`` and ``--precision`` (:mod:`.options`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import csv
 import json
 import sys
 from pathlib import Path
+
+from jaxasr_interp.cli.options import add_numerics, numerics
 
 
 def out_dir(path) -> Path:
@@ -38,10 +42,12 @@ def _logit_lens(args) -> int:
     if args.text is not None and len(args.audio) != 1:
         raise ValueError("--text needs exactly one AUDIO file")
     out = out_dir(args.out)
-    model = load(args.model)
-    ids = teacher_ids(model, args.audio, text=args.text, batch_size=args.batch_size, progress=True)
+    model = load(args.model, dtype=args.dtype)
+    ids = teacher_ids(model, args.audio, text=args.text, batch_size=args.batch_size, progress=True,
+                      **numerics(args))
     rows, records, saturations = [], [], []
-    lenses = logit_lens_files(model, args.audio, ids, batch_size=args.batch_size, k=args.top_k, progress=True)
+    lenses = logit_lens_files(model, args.audio, ids, batch_size=args.batch_size, k=args.top_k, progress=True,
+                              **numerics(args))
     for i, lens in enumerate(lenses):  # the generator runs to its end: its progress bar closes
         path = args.audio[i]
         record = logit_lens_record(lens, model.tokenizer, path)
@@ -92,10 +98,10 @@ def _encoder_lens(args) -> int:
     check_files(args.audio)
     refs = read_references(args.ref_text, args.audio) if args.ref_text else None
     out = out_dir(args.out)
-    model = load(args.model)
+    model = load(args.model, dtype=args.dtype)
     lenses = encoder_lens(model, list(args.audio), refs, ln_post=not args.no_ln_post,
                           max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                          suppress=args.suppress, progress=True)
+                          suppress=args.suppress, progress=True, **numerics(args))
     wer, cer = pooled_rates(lenses)
     mel, seconds = audio_mel(args.audio[0], model.dims.n_mels) if len(args.audio) == 1 else (None, None)
     plot_encoder_lens(lenses, path=out / "encoder_lens.png", mel=mel, seconds=seconds,
@@ -125,6 +131,7 @@ def register(sub) -> None:
     p.add_argument("--site", default="resid_post", choices=("resid_mid", "resid_mid_cross", "resid_post"),
                    help="site shown in the heatmaps (all three are in the JSON/CSV)")
     p.add_argument("--batch-size", type=int, default=8, help="utterances per compiled batch")
+    add_numerics(p)
     p.set_defaults(run=_logit_lens)
 
     p = sub.add_parser("encoder-lens", help="the paper's encoder lens: a transcript per encoder layer",
@@ -140,4 +147,5 @@ def register(sub) -> None:
     p.add_argument("--suppress", action="store_true", help="Whisper's usual token suppression")
     p.add_argument("--max-new-tokens", type=int, default=None, help="decoding length limit")
     p.add_argument("--batch-size", type=int, default=4, help="utterances (x all layers) per decode")
+    add_numerics(p)
     p.set_defaults(run=_encoder_lens)

@@ -4,7 +4,8 @@ Every command prints a clear one-line ``error: ...`` and exits with status 2 on 
 (a missing or non-audio file, an unknown model, a corrupt checkpoint, an unwritable ``--out``),
 never a traceback; a bad argument is one ``error: ...`` line (argparse's usage is left to
 ``--help``) and status 2 too. Every ``--help`` page shows each option's default;
-``--version`` prints the package version. Library banners are kept off the terminal.
+``--version`` prints the package version. Library banners are kept off the terminal. Every
+command that runs the model takes ``--dtype`` and ``--precision`` (:mod:`.options`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import re
 import sys
 import tempfile
 from pathlib import Path
+
+from jaxasr_interp.cli.options import add_numerics
 
 # Bad input surfaces as one of these (file errors are OSErrors; an unknown site is a KeyError).
 USER_ERRORS = (ValueError, KeyError, OSError)
@@ -49,6 +52,7 @@ def _write_outputs(paths: list[Path], audio: list, texts: list, fmt: str) -> Non
 
 
 def _transcribe(args) -> int:
+    from jaxasr_interp.cli.options import numerics
     from jaxasr_interp.whisper.api import load, transcribe
     from jaxasr_interp.whisper.audio import sample_path, sample_transcripts
     from jaxasr_interp.whisper.streaming import check_files
@@ -62,10 +66,10 @@ def _transcribe(args) -> int:
               file=sys.stderr)
     check_files(audio)
     outputs = _output_paths(audio, args.output_dir, args.output_format) if args.output_dir else None
-    model = load(args.model)
+    model = load(args.model, dtype=args.dtype)
     texts = transcribe(model, audio, batch_size=args.batch_size, suppress=args.suppress,
                        language=args.language, max_new_tokens=args.max_new_tokens,
-                       progress=not args.json)
+                       progress=not args.json, **numerics(args))
     if args.json:
         print(json.dumps([{"audio": a, "text": t.strip()} for a, t in zip(audio, texts)], indent=2))
     else:
@@ -192,6 +196,7 @@ def _register_transcribe(sub) -> None:
     p.add_argument("--output-format", choices=OUTPUT_FORMATS, default="txt",
                    help="with --output-dir: txt (the transcript and a newline) or json "
                         '({"audio": path, "text": transcript})')
+    add_numerics(p)
     p.set_defaults(run=_transcribe)
 
 
@@ -249,6 +254,8 @@ def quiet_libraries() -> None:
 def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     args = build_parser().parse_args(argv)
+    from jaxasr_interp.core.compile_cache import enable_compilation_cache
+    enable_compilation_cache()  # compile once per machine (JAXASR_INTERP_CACHE=off: not at all)
     if getattr(args, "batch_size", 1) < 1:
         print("error: --batch-size must be at least 1", file=sys.stderr)
         return 2

@@ -9,7 +9,7 @@ head / alpha the mean change of the clean tokens' log-probability and logit and 
 of positions whose top-1 token changed), ``patch.csv`` (the same, one row each),
 ``patch_alpha.png`` and, for head families, ``patch_heads.png``. ``--decode`` adds edited greedy
 transcripts at the largest alpha for decoder families (WER against the clean transcript,
-repetition).
+repetition). Every command here takes ``--dtype`` and ``--precision`` (:mod:`.options`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxasr_interp.cli.lens import out_dir
+from jaxasr_interp.cli.options import add_numerics, numerics
 
 
 def _floats(text: str) -> tuple:
@@ -41,7 +42,7 @@ def _patch(args) -> int:
     if args.mode not in MODES:
         raise ValueError(f"--mode must be one of {MODES}")
     out = out_dir(args.out)
-    model = load(args.model)
+    model = load(args.model, dtype=args.dtype)
     records = [_sweep_record(model, path, family, alphas, args) for path in args.audio]
     (out / "patch.json").write_text(json.dumps(records, indent=1) + "\n")
     _write_csv(out / "patch.csv", records, family)
@@ -54,11 +55,13 @@ def _patch(args) -> int:
 def _sweep_record(model, path, family, alphas, args) -> dict:
     from jaxasr_interp.patching.on_audio import decode_audio, sweep_audio
     ids, tokens, ref, stats = sweep_audio(model, path, family, alphas, mode=args.mode,
-                                          reference=args.reference, width=args.width)
+                                          reference=args.reference, width=args.width,
+                                          **numerics(args))
     rec = dict(audio=path, transcript=model.tokenizer.decode(ids).strip(), family=family, alphas=list(alphas),
                **{k: v.tolist() for k, v in stats.items()})
     if args.decode and family.startswith("decoder"):
-        rec["decoded"] = decode_audio(model, path, family, tokens, ref, max(alphas), mode=args.mode)
+        rec["decoded"] = decode_audio(model, path, family, tokens, ref, max(alphas), mode=args.mode,
+                                      **numerics(args))
     return rec
 
 
@@ -115,6 +118,7 @@ def register(sub):
     p.add_argument("--width", type=int, default=64, help="teacher-forced sequence length (prompt + transcript)")
     p.add_argument("--decode", action="store_true", help="decoder families: edited greedy transcripts too")
     p.add_argument("--out", required=True, help="output directory")
+    add_numerics(p)
     p.set_defaults(run=_patch)
 
 
@@ -126,9 +130,9 @@ def _repetition(args) -> int:
         raise ValueError("--max-items must be at least 1")
     check_files(args.audio)
     out = out_dir(args.out)
-    result = R.run(load(args.model), audio=args.audio or None, alphas=_floats(args.alphas),
+    result = R.run(load(args.model, dtype=args.dtype), audio=args.audio or None, alphas=_floats(args.alphas),
                    max_items=args.max_items, max_new_tokens=args.max_new_tokens, reference=args.reference,
-                   seed=args.seed)
+                   seed=args.seed, **numerics(args))
     summary = R.write_report(result, out)
     print(json.dumps(summary, indent=1) if args.json else R.format_summary(summary))
     return 0
@@ -141,9 +145,10 @@ def _contextual(args) -> int:
     stimuli = C.items_from_file(args.sentences) if args.sentences else None
     out = out_dir(args.out)
     families = tuple(family_of(f) for f in args.families.split(","))
-    result = C.run(load(args.model), out, stimuli=stimuli, families=families, alphas=_floats(args.alphas),
-                   head_alphas=_floats(args.head_alphas), max_items=args.max_items, reference=args.reference,
-                   voice=args.voice, speed=args.speed, attribution=not args.no_attribution)
+    result = C.run(load(args.model, dtype=args.dtype), out, stimuli=stimuli, families=families,
+                   alphas=_floats(args.alphas), head_alphas=_floats(args.head_alphas), max_items=args.max_items,
+                   reference=args.reference, voice=args.voice, speed=args.speed,
+                   attribution=not args.no_attribution, **numerics(args))
     summary = C.write_report(result, out)
     print(json.dumps(summary, indent=1, default=str) if args.json else C.format_summary(summary))
     return 0
@@ -167,6 +172,7 @@ def register_experiments(exp_sub):
     p.add_argument("--reference", default=None, help="reference audio (default: seeded white noise)")
     p.add_argument("--seed", type=int, default=0, help="seed of the built-in pool (unused with AUDIO)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_numerics(p)
     p.set_defaults(run=_repetition)
     p = exp_sub.add_parser("contextual-bias", help="contextual bias: patch encoder (and decoder) components",
                            description="Synthesize minimal-pair sentences (or read --sentences FILE: a CSV, or "
@@ -191,4 +197,5 @@ def register_experiments(exp_sub):
     p.add_argument("--no-attribution", action="store_true",
                    help="skip attribution patching and its rank correlation with the sweep")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_numerics(p)
     p.set_defaults(run=_contextual)

@@ -1,10 +1,14 @@
 """``jaxasr-interp probe`` (probe one label of a dataset directory) and the probing
 experiments ``jaxasr-interp experiment probe-gender|probe-accent|probe-noise|probe-speech|
-probe-hallucination`` (build the data, extract features, train, report)."""
+probe-hallucination`` (build the data, extract features, train, report). Both take ``--dtype``
+and ``--precision`` (:mod:`.options`): the model's dtype and precision while extracting
+features (the probes are trained in float32)."""
 
 from __future__ import annotations
 
 import json
+
+from jaxasr_interp.cli.options import add_numerics, numerics
 
 
 def _floats(text: str) -> tuple:
@@ -28,6 +32,7 @@ def _add_probe_options(p):
     p.add_argument("--l2", default="0.001,0.01,0.1", help="comma-separated L2 strengths swept")
     p.add_argument("--chunk-size", type=int, default=8, help="utterances per feature chunk")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_numerics(p)
 
 
 def _print(summary, as_json):
@@ -40,7 +45,7 @@ def _print(summary, as_json):
 def _probe(args) -> int:
     from jaxasr_interp.experiments.probing import probe_dataset
     summary = probe_dataset(args.data, args.target, args.out, model=args.model,
-                            features_dir=args.features, **_probe_kw(args))
+                            features_dir=args.features, **_probe_kw(args), **numerics(args))
     _print(summary, args.json)
     return 0
 
@@ -50,7 +55,7 @@ def _experiment(args) -> int:
     if args.n is not None and args.n < 5:
         raise ValueError(f"--n must be at least the 5 items per class that 5-fold needs, got {args.n}")
     summary = run_experiment(args.experiment, args.out, model=args.model, n_per_class=args.n,
-                             seed=args.seed, pool=args.pool, **_probe_kw(args))
+                             seed=args.seed, pool=args.pool, **_probe_kw(args), **numerics(args))
     _print(summary, args.json)
     return 0
 

@@ -3,13 +3,16 @@
 Writes ``DIR/index.html`` (self-contained: figures inlined, no script, no external resource),
 the figures as PNGs beside it and ``report.json`` (see :mod:`jaxasr_interp.report`). With no
 AUDIO it reports on the bundled public-domain JFK clip, scored against its known transcript.
-The audio is read and checked before the model loads, so bad input fails at once.
+The audio is read and checked before the model loads, so bad input fails at once. Takes
+``--dtype`` and ``--precision`` (:mod:`.options`).
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+
+from jaxasr_interp.cli.options import add_numerics, numerics
 
 DEFAULT_SAMPLE = "jfk.wav"
 
@@ -28,9 +31,9 @@ def _report(args) -> int:
     if not 0.0 <= args.alpha <= 1.0:
         raise ValueError(f"--alpha must be between 0 and 1, got {args.alpha}")
     wave = load_audio(audio)  # bad audio is an error before the (slow) model load
-    model = load(args.model)
+    model = load(args.model, dtype=args.dtype)
     page = report(model, wave, args.out, reference=reference, name=Path(audio).name,
-                  alpha=args.alpha, seed=args.seed, max_new_tokens=args.max_new_tokens)
+                  alpha=args.alpha, seed=args.seed, max_new_tokens=args.max_new_tokens, **numerics(args))
     print(page)
     return 0
 
@@ -51,4 +54,5 @@ def register(sub) -> None:
     p.add_argument("--alpha", type=float, default=1.0, help="strength of each head patch (0..1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the white-noise reference run")
     p.add_argument("--max-new-tokens", type=int, default=None, help="decoding length limit")
+    add_numerics(p)
     p.set_defaults(run=_report)

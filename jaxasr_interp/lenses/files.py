@@ -9,6 +9,9 @@ and yields each file's :class:`.logit.LogitLens`, :func:`logit_lens_record` and
 Encoder lens (:func:`.encoder.encoder_lens` does the work): :func:`encoder_lens_record` and
 :func:`encoder_lens_rows` are its JSON record and table rows, :func:`audio_mel` the mel
 spectrogram shown above a one-file plot.
+
+``dtype`` / ``precision`` are passed to the model's passes (:mod:`jaxasr_interp.core.dtypes`;
+``dtype=None`` computes in the parameters' storage dtype).
 """
 
 from __future__ import annotations
@@ -24,20 +27,23 @@ from jaxasr_interp.whisper.tokenizer import teacher_tokens
 ENCODER_LENS_FIELDS = ("wer", "cer", "max_repeat", "compression_ratio", "hit_limit")
 
 
-def teacher_ids(model, paths, *, text: str | None = None, batch_size: int = 8,
-                progress: bool = False) -> list[list[int]]:
+def teacher_ids(model, paths, *, text: str | None = None, batch_size: int = 8, progress: bool = False,
+                dtype=None, precision: str | None = "highest") -> list[list[int]]:
     """The token ids (prompt excluded) to teacher-force on each audio file: its greedy
-    transcript, or, given ``text``, that text encoded (one file only)."""
+    transcript (decoded in ``dtype`` at ``precision``), or, given ``text``, that text encoded
+    (one file only)."""
     if text is not None:
         if len(paths) != 1:
             raise ValueError("a given text is read on exactly one audio file")
         return [model.tokenizer.encode(" " + text.strip())]
-    return transcribe_ids(model, paths, batch_size=batch_size, progress=progress)
+    return transcribe_ids(model, paths, batch_size=batch_size, progress=progress, dtype=dtype,
+                          precision=precision)
 
 
-def logit_lens_files(model, paths, ids, *, batch_size: int = 8, k: int = 5, progress: bool = False):
+def logit_lens_files(model, paths, ids, *, batch_size: int = 8, k: int = 5, progress: bool = False,
+                     dtype=None, precision: str | None = "highest"):
     """Yield the logit lens of each audio file in ``paths``, in order, teacher-forced on the
-    prompt and ``ids[i]`` (from :func:`teacher_ids`).
+    prompt and ``ids[i]`` (from :func:`teacher_ids`), computed in ``dtype`` at ``precision``.
 
     Files run ``batch_size`` at a time at one width (the longest prompt + ids), so every batch
     shares one compiled program; a short last batch is filled with copies of its last file.
@@ -54,7 +60,7 @@ def logit_lens_files(model, paths, ids, *, batch_size: int = 8, k: int = 5, prog
         full = chunk + [chunk[-1]] * (size - len(chunk))
         mels = jnp.stack([log_mel(load_audio(paths[i]), n_mels=model.dims.n_mels) for i in full])
         tokens = jnp.asarray([teacher_tokens(prompt, ids[i], tok.eot, width) for i in full], jnp.int32)
-        lens = logit_lens(model, mels, tokens, k=k)
+        lens = logit_lens(model, mels, tokens, k=k, dtype=dtype, precision=precision)
         for j, i in enumerate(chunk):
             yield lens.utterance(j, len(seqs[i]))
 

@@ -14,6 +14,11 @@ field of :class:`LogitLens` is ``[S, L, T, ...]``; batched inputs add a leading 
 :func:`lens_readout` is the pure core (jit-compiled; the layer axis is a ``lax.map`` so only
 one layer's ``[T, n_vocab]`` logits are live at a time, which keeps large models in memory).
 The encoder lens lives in :mod:`.encoder_lens`.
+
+``dtype`` / ``precision`` (:mod:`jaxasr_interp.core.dtypes`): the model's passes and the
+read-out's matmul run in ``dtype`` (None: the parameters' storage dtype) at ``precision``, the
+read-out's LayerNorm and softmax in float32, so the last layer's ``resid_post`` read out is the
+model's own logits in either dtype.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxasr_interp.core import layers as L
+from jaxasr_interp.core.dtypes import as_precision, compute_dtype, matmul_precision
+from jaxasr_interp.core.engine import cast
 from jaxasr_interp.whisper.model import decode, encode
 from jaxasr_interp.lenses.tuned import translate
 
@@ -98,45 +105,55 @@ def _read_one(resid, ln, embedding, final_logp, final_ids, k: int):
     return top_ids, jnp.exp(top_logp), jnp.exp(final_logp_here), rank, kl
 
 
-@functools.partial(jax.jit, static_argnames=("k",))
-def lens_readout(resids, ln, embedding, logits, *, k: int = 5):
+@functools.partial(jax.jit, static_argnames=("k", "precision"))
+def lens_readout(resids, ln, embedding, logits, *, k: int = 5, precision: str | None = "highest"):
     """Pure core: resids [S, L, T, D], final-LayerNorm params, embedding [V, D], the model's
-    logits [T, V] -> (top_ids, top_probs, final_prob, final_rank, kl), each ``[S, L, T, ...]``."""
+    logits [T, V] -> (top_ids, top_probs, final_prob, final_rank, kl), each ``[S, L, T, ...]``.
+    The read-out matmul runs in the dtype of ``resids`` and ``embedding`` (give both in the
+    model's compute dtype) at ``precision``."""
     final_logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
     final_ids = jnp.argmax(logits, -1)
     n_sites, n_layers = resids.shape[:2]
     flat = resids.reshape((n_sites * n_layers,) + resids.shape[2:])
-    # float32-exact matmuls on GPU/TPU too, as in the model (the last layer must equal its logits)
-    with jax.default_matmul_precision("highest"):
+    # float32-exact matmuls on GPU/TPU too by default, as in the model (the last layer must
+    # equal its logits)
+    with matmul_precision(precision):
         out = jax.lax.map(lambda r: _read_one(r, ln, embedding, final_logp, final_ids, k), flat)
     return tuple(o.reshape((n_sites, n_layers) + o.shape[1:]) for o in out)
 
 
-@functools.partial(jax.jit, static_argnames=("dims", "sites", "k"))
-def _logit_lens_one(params, mel, tokens, translator=None, *, dims, sites, k):
-    features, _ = encode(params, mel, dims=dims)
+_STATIC = ("dims", "sites", "k", "dtype", "precision")
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _logit_lens_one(params, mel, tokens, translator=None, *, dims, sites, k, dtype, precision):
+    numerics = dict(dtype=dtype, precision=precision)
+    features, _ = encode(params, mel, dims=dims, **numerics)
     logits, acts = decode(params, tokens, features, dims=dims,
-                          capture=[f"decoder.{s}" for s in sites])
+                          capture=[f"decoder.{s}" for s in sites], **numerics)
     resids = jnp.stack([acts[f"decoder.{s}"] for s in sites])
     if translator is not None:  # a tuned lens (see tuned_lens.py): resid_post only
-        resids = translate(translator, resids[0])[None]
-    dec = params["decoder"]
-    out = lens_readout(resids, dec["ln"], dec["token_embedding"]["embedding"], logits, k=k)
+        resids = translate(cast(translator, dtype), resids[0])[None]
+    dec = cast({"ln": params["decoder"]["ln"], "embedding": params["decoder"]["token_embedding"]["embedding"]},
+               dtype)
+    out = lens_readout(resids, dec["ln"], dec["embedding"], logits, k=k, precision=precision)
     final_ids = jnp.argmax(logits, -1)
     post = out[0][sites.index("resid_post"), :, :, 0]
     return (final_ids,) + out + (saturation_layer(post, final_ids),)
 
 
-@functools.partial(jax.jit, static_argnames=("dims", "sites", "k"))
-def _logit_lens_batch(params, mels, tokens, translator=None, *, dims, sites, k):
-    return jax.vmap(lambda m, t: _logit_lens_one(params, m, t, translator, dims=dims, sites=sites,
-                                                 k=k))(mels, tokens)
+@functools.partial(jax.jit, static_argnames=_STATIC)
+def _logit_lens_batch(params, mels, tokens, translator=None, *, dims, sites, k, dtype, precision):
+    static = dict(dims=dims, sites=sites, k=k, dtype=dtype, precision=precision)
+    return jax.vmap(lambda m, t: _logit_lens_one(params, m, t, translator, **static))(mels, tokens)
 
 
-def logit_lens(model, mel, tokens, *, sites=LENS_SITES, k: int = 5, translator=None) -> LogitLens:
+def logit_lens(model, mel, tokens, *, sites=LENS_SITES, k: int = 5, translator=None, dtype=None,
+               precision: str | None = "highest") -> LogitLens:
     """Logit lens of ``model`` on mel [n_mels, frames] with tokens [T] (teacher-forced), or on a
     batch: mel [B, n_mels, frames] with tokens [B, T]. ``sites`` must include ``resid_post``.
-    A decoder ``translator`` (:mod:`.tuned_lens`) makes it a tuned lens of ``resid_post`` alone."""
+    A decoder ``translator`` (:mod:`.tuned_lens`) makes it a tuned lens of ``resid_post`` alone.
+    ``dtype`` / ``precision``: see the module docstring (probabilities and KL are float32)."""
     sites = ("resid_post",) if translator is not None else tuple(sites)
     for s in sites:
         if s not in LENS_SITES:
@@ -153,7 +170,8 @@ def logit_lens(model, mel, tokens, *, sites=LENS_SITES, k: int = 5, translator=N
     if not 1 <= k <= model.dims.n_vocab:
         raise ValueError(f"k must be between 1 and n_vocab ({model.dims.n_vocab}), got {k}")
     fn = _logit_lens_batch if batched else _logit_lens_one
-    out = fn(model.params, mel, tokens, translator, dims=model.dims, sites=sites, k=k)
+    out = fn(model.params, mel, tokens, translator, dims=model.dims, sites=sites, k=k,
+             dtype=compute_dtype(dtype, model.params), precision=as_precision(precision))
     final_ids, top_ids, top_probs, final_prob, final_rank, kl, sat = map(np.asarray, out)
     return LogitLens(sites, np.asarray(tokens), final_ids, top_ids, top_probs, final_prob,
                      final_rank, kl, sat)

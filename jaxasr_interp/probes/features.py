@@ -20,6 +20,12 @@ different extraction is an error, never silently mixed.
 
 ``load_features(dir)`` -> :class:`Features`; ``probe_matrix`` stacks the encoder and decoder
 layers ``[L_enc + L_dec, n, D]`` for :func:`.probes.probe_sweep`.
+
+``dtype`` / ``precision`` (:mod:`jaxasr_interp.core.dtypes`): the model runs in ``dtype`` (None:
+the parameters' storage dtype) at ``precision``; the encoder mean is taken in float32 and the
+features are stored as float32 whatever the compute dtype (bfloat16 values are exact in it). A
+non-default dtype or precision is part of the job's key (so a bfloat16 extraction never mixes
+with a float32 one); the defaults are not, so earlier extractions still resume.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxasr_interp.core.dtypes import as_precision, compute_dtype
 from jaxasr_interp.whisper.audio import HOP_LENGTH, load_audio, log_mel
 from jaxasr_interp.whisper.decoding import greedy_decode, logit_bias
 from jaxasr_interp.whisper.model import decode, encode
@@ -51,24 +58,27 @@ def audio_positions(n_samples: int, n_audio_ctx: int) -> int:
 
 
 def pool_encoder(resid, n_valid):
-    """Mean of ``resid [L, S, D]`` over the first ``n_valid`` positions -> ``[L, D]``."""
+    """Mean of ``resid [L, S, D]`` over the first ``n_valid`` positions -> ``[L, D]``, in float32."""
+    resid = resid.astype(jnp.float32)
     mask = (jnp.arange(resid.shape[1]) < n_valid).astype(resid.dtype)
     return jnp.einsum("lsd,s->ld", resid, mask) / mask.sum()
 
 
-@functools.partial(jax.jit, static_argnames=("dims",))
-def _encoder_chunk(params, mels, n_valid, *, dims):
+@functools.partial(jax.jit, static_argnames=("dims", "dtype", "precision"))
+def _encoder_chunk(params, mels, n_valid, *, dims, dtype, precision):
     def one(mel, n):
-        features, acts = encode(params, mel, dims=dims, capture=("encoder.resid_post",))
+        features, acts = encode(params, mel, dims=dims, capture=("encoder.resid_post",), dtype=dtype,
+                                precision=precision)
         return features, pool_encoder(acts["encoder.resid_post"], n)
     return jax.vmap(one)(mels, n_valid)
 
 
-@functools.partial(jax.jit, static_argnames=("dims",))
-def _decoder_chunk(params, audio_features, tokens, eot_pos, *, dims):
+@functools.partial(jax.jit, static_argnames=("dims", "dtype", "precision"))
+def _decoder_chunk(params, audio_features, tokens, eot_pos, *, dims, dtype, precision):
     def one(af, toks, pos):
-        _, acts = decode(params, toks, af, dims=dims, capture=("decoder.resid_post",))
-        return acts["decoder.resid_post"][:, pos]
+        _, acts = decode(params, toks, af, dims=dims, capture=("decoder.resid_post",), dtype=dtype,
+                         precision=precision)
+        return acts["decoder.resid_post"][:, pos].astype(jnp.float32)
     return jax.vmap(one)(audio_features, tokens, eot_pos)
 
 
@@ -80,7 +90,7 @@ def _teacher_batch(prompt: list, ids: np.ndarray, eot: int):
     return tokens, np.asarray([len(prompt) + len(cut_at_eot(row, eot)) for row in ids], np.int32)
 
 
-def _chunk_features(model, items, *, chunk_size, max_new_tokens):
+def _chunk_features(model, items, *, chunk_size, max_new_tokens, dtype, precision):
     dims, tok = model.dims, model.tokenizer
     audios = [load_audio(a) for a in items]
     n_valid = [audio_positions(a.size, dims.n_audio_ctx) for a in audios]
@@ -89,13 +99,15 @@ def _chunk_features(model, items, *, chunk_size, max_new_tokens):
     mels = jnp.stack(mels + [mels[-1]] * pad)
     n_valid_arr = jnp.asarray(n_valid + [n_valid[-1]] * pad, jnp.int32)
     mels, n_valid_arr = shard_leading((mels, n_valid_arr))  # the chunk over all devices
-    audio_features, enc = _encoder_chunk(model.params, mels, n_valid_arr, dims=dims)
+    numerics = dict(dtype=dtype, precision=precision)
+    audio_features, enc = _encoder_chunk(model.params, mels, n_valid_arr, dims=dims, **numerics)
     prompt = tok.prompt()
     no_bias = logit_bias(dims.n_vocab, ())
     ids = np.asarray(greedy_decode(model.params, audio_features, jnp.asarray(prompt, jnp.int32), tok.eot,
-                                   no_bias, no_bias, dims=dims, max_new_tokens=max_new_tokens))
+                                   no_bias, no_bias, dims=dims, max_new_tokens=max_new_tokens, **numerics))
     tokens, eot_pos = _teacher_batch(prompt, ids, tok.eot)
-    dec = _decoder_chunk(model.params, audio_features, jnp.asarray(tokens), jnp.asarray(eot_pos), dims=dims)
+    dec = _decoder_chunk(model.params, audio_features, jnp.asarray(tokens), jnp.asarray(eot_pos), dims=dims,
+                         **numerics)
     keep = len(items)
     texts = [tok.decode(cut_at_eot(row, tok.eot)) for row in ids[:keep]]
     return dict(encoder=np.asarray(enc)[:keep], decoder=np.asarray(dec)[:keep],
@@ -104,10 +116,13 @@ def _chunk_features(model, items, *, chunk_size, max_new_tokens):
 
 
 def extract_features(model, audio, out_dir, *, chunk_size: int = 8, max_new_tokens: int | None = None,
-                     progress: bool = True, limit_chunks: int | None = None) -> Path:
+                     progress: bool = True, limit_chunks: int | None = None, dtype=None,
+                     precision: str | None = "highest") -> Path:
     """Extract the features of every item of ``audio`` (paths) into ``out_dir`` (module
-    docstring). ``limit_chunks`` stops after that many newly written chunks (a time box;
-    rerunning continues)."""
+    docstring), the model run in ``dtype`` (None: its storage dtype) at ``precision``.
+    ``limit_chunks`` stops after that many newly written chunks (a time box; rerunning
+    continues)."""
+    dtype, precision = compute_dtype(dtype, model.params), as_precision(precision)
     items = [str(a) for a in audio]
     if not items:
         raise ValueError("no audio items to extract features from")
@@ -116,9 +131,12 @@ def extract_features(model, audio, out_dir, *, chunk_size: int = 8, max_new_toke
     max_new_tokens = max_new_tokens or model.dims.n_text_ctx // 2
     meta = dict(format=FORMAT, model=model.source, dims=dataclasses.asdict(model.dims), items=items,
                 chunk_size=chunk_size, max_new_tokens=max_new_tokens, eot=model.tokenizer.eot)
+    if dtype != jnp.float32 or precision != "highest":  # the defaults stay out: old jobs resume
+        meta.update(dtype=jnp.dtype(dtype).name, precision=precision)
     chunks = [items[start:start + chunk_size] for start in range(0, len(items), chunk_size)]
     adopt_meta_json(out_dir)
-    compute = functools.partial(_chunk_features, model, chunk_size=chunk_size, max_new_tokens=max_new_tokens)
+    compute = functools.partial(_chunk_features, model, chunk_size=chunk_size, max_new_tokens=max_new_tokens,
+                                dtype=dtype, precision=precision)
     resumable_run(compute, chunks, out_dir, key=meta, store="npz", limit=limit_chunks, progress=progress,
                   desc="features", what="feature extraction")
     return Path(out_dir)

@@ -1,7 +1,11 @@
 """One linear probe, fitted inside the compiled sweep: L2-penalised logistic regression
 (softmax for more classes) on standardised features, solved by L-BFGS (:mod:`.solver`) with an
 exact line search in logit space. :func:`fit_probe` is vmapped over every probe of a layer by
-:mod:`.sweep`."""
+:mod:`.sweep`.
+
+The parameters, gradients, solver memory and line search are float32 whatever the features'
+dtype; bfloat16 features enter only the matrix products with them (:func:`_dot`: the other
+operand rounded to bfloat16, float32 accumulation)."""
 
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ def fit_probe(x, xt, y, train, class_ok, l2, *, max_iter, tol):
     cost one matrix product and every trial step is elementwise. An iteration is two matrix
     products (the direction's logits, the gradient), as cheap as a gradient step; the loop
     stops when the largest gradient entry is at most ``tol`` or after ``max_iter`` iterations."""
-    dt = x.dtype
+    dt = jnp.float32
     d, n_cols = x.shape[1], class_ok.shape[0]
     logits_of, probs, grad, target, w_train, penalty, unflat = _objective(x, xt, y, train, class_ok, l2)
     binary = n_cols == 1
@@ -62,14 +66,22 @@ def fit_probe(x, xt, y, train, class_ok, l2, *, max_iter, tol):
     return (z[:, 0] > 0).astype(jnp.int32) if binary else jnp.argmax(jnp.where(class_ok, z, -jnp.inf), axis=-1)
 
 
+def _dot(a, b):
+    """``a @ b`` in float32: float32 features as they are; bfloat16 features with ``b`` rounded to
+    bfloat16 and the products accumulated in float32."""
+    if a.dtype == jnp.float32:
+        return a @ b
+    return jnp.matmul(a, b.astype(a.dtype), preferred_element_type=jnp.float32)
+
+
 def _objective(x, xt, y, train, class_ok, l2):
     """The L2-penalised logistic objective of one probe on standardised features, as closures
     over the flat parameters: logits, probabilities, gradient, and what the line search needs."""
-    dt = x.dtype
+    dt = jnp.float32
     d, n_cols = x.shape[1], class_ok.shape[0]
     w_train = train.astype(dt) / train.sum()
-    mu = xt @ w_train
-    sd = jnp.sqrt(jnp.maximum(jnp.square(xt) @ w_train - jnp.square(mu), 0.0))
+    mu = _dot(xt, w_train)
+    sd = jnp.sqrt(jnp.maximum(_dot(jnp.square(xt), w_train) - jnp.square(mu), 0.0))
     # Constant features get weight 0 through inv_sd = 0: standardised they are 0 anyway.
     inv_sd = jnp.where(sd > 1e-6 * (1.0 + jnp.abs(mu)), 1.0 / jnp.maximum(sd, 1e-30), 0.0)
     binary = n_cols == 1
@@ -81,7 +93,7 @@ def _objective(x, xt, y, train, class_ok, l2):
 
     def logits_of(theta):
         w, b = unflat(theta)
-        return x @ (w * inv_sd[:, None]) + (b - (mu * inv_sd) @ w)
+        return _dot(x, w * inv_sd[:, None]) + (b - (mu * inv_sd) @ w)
 
     def probs(z):  # absent classes (class_ok False) get probability 0 and never win
         return jax.nn.sigmoid(z) if binary else jax.nn.softmax(jnp.where(class_ok, z, -1e9), axis=-1)
@@ -90,7 +102,7 @@ def _objective(x, xt, y, train, class_ok, l2):
         w, _ = unflat(theta)
         r = (probs(z) - target) * w_train[:, None]                      # d loss / d z
         r_sum = r.sum(0)
-        g_w = inv_sd[:, None] * (xt @ r - mu[:, None] * r_sum[None, :]) + penalty * w
+        g_w = inv_sd[:, None] * (_dot(xt, r) - mu[:, None] * r_sum[None, :]) + penalty * w
         return jnp.concatenate([g_w.reshape(-1), r_sum])
 
     return logits_of, probs, grad, target, w_train, penalty, unflat

@@ -5,8 +5,9 @@ Contract
 --------
 ``probe_sweep(features, labels, ...)`` takes
 
-* ``features``: float32 ``[L, n, d]`` (one row of features per layer and item; for Whisper the
-  encoder and decoder layers are concatenated on the first axis, see :mod:`.features`);
+* ``features``: float32 or bfloat16 ``[L, n, d]`` (one row of features per layer and item; for
+  Whisper the encoder and decoder layers are concatenated on the first axis, see
+  :mod:`.features`);
 * ``labels``: int ``[T, n]``, one row per target, classes ``0 .. n_classes - 1``;
 
 and trains L2-regularised softmax regression (logistic regression for two classes) on
@@ -32,6 +33,12 @@ at most ``tol`` (scikit-learn's own stopping rule and default, 1e-4) for every p
 ``max_iter`` iterations have run; there is no randomness in it, so results are bit-identical
 for a fixed seed. Folds and permutations are drawn with numpy from the seed, outside the trace.
 
+``dtype`` is the dtype of the features inside the sweep: float32 (the default; bfloat16
+features are widened, exactly) or bfloat16 (half the memory; each matrix product with the
+features rounds its other operand to bfloat16 and accumulates in float32). The solve itself
+(parameters, gradients, L-BFGS memory, line search) is float32 either way. ``precision`` is the
+matmul precision (None, the default: JAX's configured default, as before it was an argument).
+
 Returns a :class:`ProbeResult` with ``accuracy``, ``balanced_accuracy`` and the same for the
 control, each ``[L, T, S, R]`` (pooled over the ``k`` test folds), and ``summary()`` rows per
 layer and target at the strength with the best mean cross-validated accuracy.
@@ -46,6 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxasr_interp.core.dtypes import as_dtype, as_precision, matmul_precision
 from jaxasr_interp.probes.logistic import fit_probe
 from jaxasr_interp.core.sharding import padded_size, shard_leading
 
@@ -120,10 +128,15 @@ def _scores(pred, y, train, n_classes):
     return accuracy, balanced
 
 
-@functools.partial(jax.jit, static_argnames=("k", "max_iter", "tol"))
-def _sweep(features, features_t, ys, folds, class_ok, l2, *, k, max_iter, tol):
+@functools.partial(jax.jit, static_argnames=("k", "max_iter", "tol", "precision"))
+def _sweep(features, features_t, ys, folds, class_ok, l2, *, k, max_iter, tol, precision):
     """features [L, n, d] and features_t [L, d, n]; ys, folds [T2, S, n]; class_ok [T2, C];
-    l2 [R] -> scores [L, T2, S, R]."""
+    l2 [R] -> scores [L, T2, S, R], the matrix products at ``precision``."""
+    with matmul_precision(precision):
+        return _sweep_scores(features, features_t, ys, folds, class_ok, l2, k=k, max_iter=max_iter, tol=tol)
+
+
+def _sweep_scores(features, features_t, ys, folds, class_ok, l2, *, k, max_iter, tol):
     # Every (target, seed, fold, strength) of a layer is one probe of a single vmapped axis
     # (their product, flattened): the batched program is the same as nesting one vmap per
     # axis, and tracing it is ~3x faster.
@@ -188,10 +201,14 @@ class ProbeResult:
 
 
 def probe_sweep(features, labels, *, k: int = 5, seeds=(0,), l2=DEFAULT_L2, max_iter: int = 100,
-                tol: float = 1e-4, control: bool = True) -> ProbeResult:
+                tol: float = 1e-4, control: bool = True, dtype=jnp.float32,
+                precision: str | None = None) -> ProbeResult:
     """Train and score every probe of the sweep in one compiled program (module docstring).
-    ``control=False`` skips the shuffled-label probes (their scores are then NaN)."""
-    features = jnp.asarray(features, jnp.float32)
+    ``control=False`` skips the shuffled-label probes (their scores are then NaN). ``dtype``
+    (None: float32) and ``precision``: the features' dtype in the matrix products and their
+    precision (module docstring)."""
+    precision = as_precision(precision)
+    features = jnp.asarray(features, as_dtype(dtype) or jnp.float32)
     labels = np.asarray(labels)
     if labels.ndim == 1:
         labels = labels[None]
@@ -212,7 +229,8 @@ def probe_sweep(features, labels, *, k: int = 5, seeds=(0,), l2=DEFAULT_L2, max_
     # A transposed copy, made by its own small program (inside the sweep XLA made it twice):
     # the gradient's xt @ r runs ~3x faster on CPU than x^T r, which contracts x's leading axis.
     acc, bal = _sweep(padded, _transposed(padded), jnp.asarray(ys), jnp.asarray(folds), jnp.asarray(class_ok),
-                      jnp.asarray(l2, jnp.float32), k=k, max_iter=int(max_iter), tol=float(tol))
+                      jnp.asarray(l2, jnp.float32), k=k, max_iter=int(max_iter), tol=float(tol),
+                      precision=precision)
     acc, bal = np.asarray(acc)[:n_layers], np.asarray(bal)[:n_layers]
     t = labels.shape[0]
     if not control:

@@ -25,6 +25,9 @@ Sections (each a call into the library, nothing recomputed here by other means):
    ``decoder.cross_attn.z`` patched towards a seeded white-noise run at ``alpha``; the cell is
    the mean change of the clean tokens' logits over the transcript positions (the end-of-text
    prediction included). Negative = the head carries audio evidence for the transcript.
+
+Every section runs the model in ``dtype`` (None: the parameters' storage dtype) at matmul
+``precision`` (:mod:`jaxasr_interp.core.dtypes`).
 """
 
 from __future__ import annotations
@@ -54,33 +57,35 @@ def _token_labels(tok, ids) -> list[str]:
     return [tok.decode([i]) or tok.tokenizer.id_to_token(int(i)) or f"<{int(i)}>" for i in ids]
 
 
-def cross_attention_alignment(params, audio_features, tokens, n_prompt: int, *, dims):
+def cross_attention_alignment(params, audio_features, tokens, n_prompt: int, *, dims, dtype=jnp.float32,
+                              precision: str | None = "highest"):
     """[rows, S]: mean cross-attention over layers and heads of the query positions that
     predict ``tokens[n_prompt:]`` (transcript + end-of-text)."""
     from jaxasr_interp.whisper.model import decode
     _, acts = decode(params, jnp.asarray(tokens, jnp.int32), audio_features, dims=dims,
-                     capture=["decoder.cross_attn.pattern"])
+                     capture=["decoder.cross_attn.pattern"], dtype=dtype, precision=precision)
     pattern = np.asarray(acts["decoder.cross_attn.pattern"])  # [L, H, T, S]
     return pattern[:, :, n_prompt - 1: len(tokens) - 1].mean(axis=(0, 1))
 
 
 def head_patching(model, audio_features, tokens, n_prompt: int, *, alpha: float = 1.0,
-                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                  seed: int = 0, dtype=jnp.float32, precision: str | None = "highest"
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """(mean clean-token logit change [L, H], unpatched clean-token logits of the transcript
     positions) when each (layer, head) of ``decoder.cross_attn.z`` is patched towards noise."""
     from jaxasr_interp.patching.sweeps import head_sweep
     from jaxasr_interp.patching.reference import reference_activations
     site = "decoder.cross_attn.z"
     toks = jnp.asarray(tokens, jnp.int32)
-    ref = reference_activations(model, toks, [site], seed=seed)[site]
-    patched, clean = head_sweep(model.params, toks, audio_features, ref,
-                                jnp.asarray([alpha], jnp.float32), dims=model.dims, site=site)
+    ref = reference_activations(model, toks, [site], seed=seed, dtype=dtype, precision=precision)[site]
+    patched, clean = head_sweep(model.params, toks, audio_features, ref, jnp.asarray([alpha], jnp.float32),
+                                dims=model.dims, site=site, dtype=dtype, precision=precision)
     # metric index i scores tokens[i + 1]: the transcript's predictions start at n_prompt - 1
     patched, clean = np.asarray(patched)[:, :, 0, n_prompt - 1:], np.asarray(clean)[n_prompt - 1:]
     return (patched - clean).mean(axis=-1), clean
 
 
-def _analyse(model, wave, reference, bar, *, alpha, seed, max_new_tokens):
+def _analyse(model, wave, reference, bar, *, alpha, seed, max_new_tokens, numerics):
     """Run every section (``bar.update()`` after each); return (numbers, figures by name)."""
     from jaxasr_interp.plots import lens as plots, report as plots_report
     from jaxasr_interp.whisper.api import transcribe_ids
@@ -94,7 +99,7 @@ def _analyse(model, wave, reference, bar, *, alpha, seed, max_new_tokens):
     tok, dims = model.tokenizer, model.dims
     seconds = len(wave) / SAMPLE_RATE
     mel = log_mel(wave, n_mels=dims.n_mels)
-    ids = transcribe_ids(model, wave, batch_size=1, max_new_tokens=max_new_tokens)[0]
+    ids = transcribe_ids(model, wave, batch_size=1, max_new_tokens=max_new_tokens, **numerics)[0]
     text = tok.decode(ids).strip()
     prompt = tok.prompt()
     num = {"transcript": text, "token_ids": ids, "seconds": seconds, "reference": reference}
@@ -102,25 +107,25 @@ def _analyse(model, wave, reference, bar, *, alpha, seed, max_new_tokens):
         num["wer"] = rate(*word_errors(normalize(reference), normalize(text)))
     figs = {"mel": plots_report.plot_mel(mel, seconds)}
     bar.update()
-    lens = logit_lens(model, mel, prompt + ids)
+    lens = logit_lens(model, mel, prompt + ids, **numerics)
     num["saturation"] = lens.saturation.tolist()
     figs["logit_lens"] = plots.plot_logit_lens(lens, tok, max_positions=len(prompt) + len(ids))
     bar.update()
-    el = encoder_lens(model, wave, reference, max_new_tokens=max_new_tokens)
+    el = encoder_lens(model, wave, reference, max_new_tokens=max_new_tokens, **numerics)
     num["encoder_lens"] = {"transcripts": el.transcripts, "wer": el.wer.tolist(),
                            "cer": el.cer.tolist(), "scored_against": el.reference}
     figs["encoder_lens"] = plots.plot_encoder_lens(el, mel=mel, seconds=seconds)
     bar.update()
-    features, _ = encode(model.params, mel, dims=dims)
+    features, _ = encode(model.params, mel, dims=dims, **numerics)
     tokens = teacher_tokens(prompt, ids, tok.eot)
-    align = cross_attention_alignment(model.params, features, tokens, len(prompt), dims=dims)
+    align = cross_attention_alignment(model.params, features, tokens, len(prompt), dims=dims, **numerics)
     labels = _token_labels(tok, tokens[len(prompt):])
     n_pos = int(np.ceil(seconds / plots_report.AUDIO_POSITION_SECONDS))
     num["alignment_peak_seconds"] = ((align[:, :n_pos].argmax(1) + 0.5)
                                      * plots_report.AUDIO_POSITION_SECONDS).tolist()
     figs["alignment"] = plots_report.plot_alignment(align, mel, seconds, labels)
     bar.update()
-    delta, clean = head_patching(model, features, tokens, len(prompt), alpha=alpha, seed=seed)
+    delta, clean = head_patching(model, features, tokens, len(prompt), alpha=alpha, seed=seed, **numerics)
     num["head_patching"] = {"site": "decoder.cross_attn.z", "alpha": alpha, "seed": seed,
                             "mean_logit_change": delta.tolist(), "clean_logits": clean.tolist()}
     figs["head_patching"] = plots_report.plot_head_patching(
@@ -198,11 +203,14 @@ def render_html(num: dict, images: dict, *, name: str, model_desc: str) -> str:
 
 def report(model, audio, out_dir, *, reference: str | None = None, name: str | None = None,
            alpha: float = 1.0, seed: int = 0, max_new_tokens: int | None = None,
-           progress: bool = True) -> Path:
+           progress: bool = True, dtype=None, precision: str | None = "highest") -> Path:
     """Write the report of ``audio`` (a path or a 16 kHz waveform) into ``out_dir``; return the
     path of ``index.html``. ``reference``: the text spoken (for WERs); ``alpha`` and ``seed``:
-    the strength of the head patches and the white-noise reference's seed."""
+    the strength of the head patches and the white-noise reference's seed; ``dtype`` /
+    ``precision``: the model's (module docstring)."""
     from tqdm import tqdm
+    from jaxasr_interp.core.dtypes import as_precision, compute_dtype
+    numerics = dict(dtype=compute_dtype(dtype, model.params), precision=as_precision(precision))
     from jaxasr_interp.whisper.audio import load_audio
     wave = load_audio(audio)
     name = name or (Path(audio).name if isinstance(audio, (str, Path)) else "waveform")
@@ -210,7 +218,7 @@ def report(model, audio, out_dir, *, reference: str | None = None, name: str | N
     out.mkdir(parents=True, exist_ok=True)
     with tqdm(total=6, desc="report", unit="section", disable=not progress) as bar:
         num, figs = _analyse(model, wave, reference, bar, alpha=alpha, seed=seed,
-                             max_new_tokens=max_new_tokens)
+                             max_new_tokens=max_new_tokens, numerics=numerics)
         images = {key: _png(fig, out, key) for key, fig in figs.items()}
         bar.update()
     desc = f"{model.source or 'in memory'} ({model.dims.n_audio_layer} encoder / {model.dims.n_text_layer} decoder layers)"

@@ -1,0 +1,28 @@
+"""``--dtype`` and ``--precision``, shared by every command that runs the model.
+
+``--dtype bfloat16`` loads the parameters in bfloat16 (half the memory; no float32 copy is
+kept) and runs the matmuls in bfloat16; LayerNorm and softmax stay float32. ``--precision``
+is the matmul precision on GPU/TPU (CPU matmuls are float32-exact at every setting). The
+semantics are those of :mod:`jaxasr_interp.core.dtypes`.
+"""
+
+from __future__ import annotations
+
+from jaxasr_interp.core.dtypes import DTYPES, PRECISIONS
+
+DEFAULT_DTYPE, DEFAULT_PRECISION = "float32", "highest"
+
+
+def add_numerics(p) -> None:
+    """Add ``--dtype`` and ``--precision`` to a command's parser."""
+    p.add_argument("--dtype", choices=tuple(DTYPES), default=DEFAULT_DTYPE,
+                   help="compute dtype; bfloat16 also stores the parameters in bfloat16 (half the memory)")
+    p.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
+                   help="matmul precision on GPU/TPU: highest is float32-exact, high and default are "
+                        "faster (TF32/bf16 passes); CPU is exact at every setting")
+
+
+def numerics(args) -> dict:
+    """``{"dtype": ..., "precision": ...}`` of a command's arguments, the dtype as a JAX dtype:
+    the keywords every library function it calls takes."""
+    return {"dtype": DTYPES[args.dtype], "precision": args.precision}
