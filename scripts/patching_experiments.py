@@ -2,13 +2,17 @@
 models and write what the README reports.
 
     python scripts/patching_experiments.py [--models tiny.en,base] [--only repetition|contextual-bias]
-                                           [--out runs/patching]
+                                           [--out runs/patching] [--dtype float32] [--precision highest]
 
 Per model and experiment: the full report (JSON, CSV, plots) under ``OUT/<model>/<experiment>``,
 small copies of the plots as ``docs/figures/patching_<experiment>_<model>*.png``, and all
 summaries in ``notes/patching_results.json`` (merged with what earlier runs wrote). Sizes are
 chosen so that each experiment takes a few minutes on a 2-core CPU; they are in SIZES and are
-written into the summaries.
+written into the summaries (with the dtype and precision).
+
+Resumable: each experiment checkpoints every item in ``OUT/<model>/<experiment>/checkpoints``
+(:mod:`jaxasr_interp.experiments.stages`); rerun the same command after an interruption and it
+continues where it stopped, with identical results.
 """
 
 from __future__ import annotations
@@ -49,7 +53,11 @@ def main(argv=None) -> int:
     parser.add_argument("--models", default="tiny.en,base")
     parser.add_argument("--only", choices=("repetition", "contextual-bias"), default=None)
     parser.add_argument("--out", default=str(ROOT / "runs" / "patching"))
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype")
+    parser.add_argument("--precision", choices=("highest", "high", "default"), default="highest",
+                        help="matmul precision (GPU/TPU)")
     args = parser.parse_args(argv)
+    numerics = dict(dtype=args.dtype, precision=args.precision)
     results_file = ROOT / "notes" / "patching_results.json"
     results = {}
     for name in args.models.split(","):
@@ -58,8 +66,9 @@ def main(argv=None) -> int:
         if args.only in (None, "repetition"):
             start = time.perf_counter()
             out = Path(args.out) / name / "repetition"
-            summary = R.write_report(R.run(model, **sizes["repetition"]), out)
-            summary.update(seconds=round(time.perf_counter() - start, 1), sizes=sizes["repetition"])
+            result = R.run(model, **sizes["repetition"], work_dir=out / "checkpoints", **numerics)
+            summary = R.write_report(result, out)
+            summary.update(seconds=round(time.perf_counter() - start, 1), sizes={**sizes["repetition"], **numerics})
             _figures(summary["plots"], "repetition", name)
             results[f"repetition/{name}"] = summary
             print(R.format_summary(summary), f"[{summary['seconds']} s]", flush=True)
@@ -68,8 +77,8 @@ def main(argv=None) -> int:
             out = Path(args.out) / name / "contextual_bias"
             kw = dict(sizes["contextual"])
             stimuli = generate(kw.pop("n_sentences", None))
-            summary = C.write_report(C.run(model, out, stimuli=stimuli, **kw), out)
-            summary.update(seconds=round(time.perf_counter() - start, 1), sizes=sizes["contextual"])
+            summary = C.write_report(C.run(model, out, stimuli=stimuli, **kw, **numerics), out)
+            summary.update(seconds=round(time.perf_counter() - start, 1), sizes={**sizes["contextual"], **numerics})
             _figures(summary["plots"], "contextual_bias", name)
             results[f"contextual-bias/{name}"] = summary
             print(C.format_summary(summary), f"[{summary['seconds']} s]", flush=True)

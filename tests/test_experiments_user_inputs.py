@@ -13,7 +13,7 @@ import soundfile as sf
 
 from jaxasr_interp.cli.main import main
 from jaxasr_interp.data.minimal_pairs import read_user_list
-from jaxasr_interp.experiments import repetition as R
+from jaxasr_interp.experiments import repetition_pool as RP
 from jaxasr_interp.whisper.audio import SAMPLE_RATE, sample_path
 
 BUILT_IN = json.loads((Path(__file__).resolve().parents[1] / "notes" / "patching_results.json").read_text())
@@ -45,9 +45,9 @@ def test_repetition_on_a_looping_file_runs_the_built_in_sweep(tmp_path, capsys, 
     # The pool's own loop-inducing construction (bundled clips only: the pocketsphinx clips
     # left out so the input is the same everywhere): candidate 10 is 24.7 s of LibriVox clips
     # under white noise at -5 dB, on which tiny.en writes "... two two two two two two ...".
-    monkeypatch.setattr(R, "CARDS", tmp_path / "no_cards")
+    monkeypatch.setattr(RP, "CARDS", tmp_path / "no_cards")
     loop = tmp_path / "loop.wav"
-    sf.write(loop, R.candidate_pool(0)[10]["audio"], SAMPLE_RATE, subtype="FLOAT")  # bit-exact
+    sf.write(loop, RP.candidate_pool(0)[10]["audio"], SAMPLE_RATE, subtype="FLOAT")  # bit-exact
     out = tmp_path / "out"
     assert main(["experiment", "repetition", str(loop), JFK, "--out", str(out), "--alphas", "1",
                  "--max-new-tokens", "24"]) == 0

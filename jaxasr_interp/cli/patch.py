@@ -132,7 +132,7 @@ def _repetition(args) -> int:
     out = out_dir(args.out)
     result = R.run(load(args.model, dtype=args.dtype), audio=args.audio or None, alphas=_floats(args.alphas),
                    max_items=args.max_items, max_new_tokens=args.max_new_tokens, reference=args.reference,
-                   seed=args.seed, **numerics(args))
+                   seed=args.seed, work_dir=out / "checkpoints", **numerics(args))
     summary = R.write_report(result, out)
     print(json.dumps(summary, indent=1) if args.json else R.format_summary(summary))
     return 0

@@ -7,6 +7,11 @@ unless given, resumably). ``run_experiment(name, out_dir, model=...)`` builds th
 one of :data:`EXPERIMENTS` first (skipped when ``out_dir/data`` already holds it).
 Output files: ``probe_<target>.csv`` (one row per encoder and decoder layer) and
 ``probe_<target>.png``; the returned dict has the best encoder and decoder layers.
+
+Resumable: the feature extraction is the long part and checkpoints every chunk of utterances
+(:func:`.probes.features.extract_features`, the one resumable mechanism); a rerun with the same
+``out_dir`` resumes it, and a dataset already built in ``out_dir/data`` is kept. ``dtype`` /
+``precision`` (:mod:`jaxasr_interp.core.dtypes`): the model's, while extracting features.
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ def _best(rows, stack):
 
 def probe_dataset(data_dir, target: str, out_dir, *, model="tiny.en", features_dir=None,
                   folds: int = 5, seeds=(0, 1, 2), l2=(1e-3, 1e-2, 1e-1), chunk_size: int = 8,
-                  title: str | None = None) -> dict:
+                  title: str | None = None, dtype=None, precision="highest") -> dict:
     from jaxasr_interp.whisper.api import load
     from jaxasr_interp.data import read_dataset
     from jaxasr_interp.probes.features import extract_features, load_features, probe_matrix
@@ -65,7 +70,7 @@ def probe_dataset(data_dir, target: str, out_dir, *, model="tiny.en", features_d
     out.mkdir(parents=True, exist_ok=True)
     features_dir = Path(features_dir) if features_dir else out / "features"
     loaded = load(model) if isinstance(model, str) else model
-    extract_features(loaded, data.paths, features_dir, chunk_size=chunk_size)
+    extract_features(loaded, data.paths, features_dir, chunk_size=chunk_size, dtype=dtype, precision=precision)
     feats = load_features(features_dir)
     x, names = probe_matrix(feats)
     result = probe_sweep(x, labels, k=folds, seeds=seeds, l2=l2)
@@ -83,7 +88,7 @@ def probe_dataset(data_dir, target: str, out_dir, *, model="tiny.en", features_d
 
 
 def run_experiment(name: str, out_dir, *, model="tiny.en", n_per_class: int | None = None,
-                   seed: int = 0, pool: int | None = None, **probe_kw) -> dict:
+                   seed: int = 0, pool: int | None = None, dtype=None, precision="highest", **probe_kw) -> dict:
     from jaxasr_interp.whisper.api import load
     from jaxasr_interp.data import BUILDERS
 
@@ -100,8 +105,8 @@ def run_experiment(name: str, out_dir, *, model="tiny.en", n_per_class: int | No
         else:
             counts = BUILDERS[spec["builder"]](data_dir, n, seed=seed)
         print(f"built {data_dir}: {counts}", file=sys.stderr)  # stdout stays the summary (--json)
-    summary = probe_dataset(data_dir, spec["target"], out, model=loaded,
-                            title=f"{name}: {loaded.source}", **probe_kw)
+    summary = probe_dataset(data_dir, spec["target"], out, model=loaded, title=f"{name}: {loaded.source}",
+                            dtype=dtype, precision=precision, **probe_kw)
     summary.update(experiment=name, paper=spec["paper"])
     return summary
 
