@@ -4,6 +4,7 @@
     zero(...)                      a <- (1 - alpha*mask) * a           (ablation; alpha = 1)
     add(delta, alpha, ...)         a <- a + alpha*mask * delta         (steering)
     replace(value, ...)            a <- (1 - mask) * a + mask * value
+    restrict(keep, alpha, ...)     a <- (1 - alpha*mask) * a + alpha*mask * (a*keep / sum(a*keep))
 
 Where an edit acts is data too: ``layers``, ``heads`` and ``positions`` take index lists or
 (traced) integer arrays, and ``mask`` takes an array that broadcasts over the site's axes with
@@ -14,6 +15,15 @@ layers, heads, positions or alphas is a ``jax.vmap`` over these arrays under one
 
 Edits are resolved against the site's shape just before the forward pass (``resolve``): every
 array then carries the full leading layer axis, which ``lax.scan`` slices layer by layer.
+
+``restrict`` acts on softmax patterns (``*.pattern``, ``[H, Tq, Tk]``): ``keep`` is a 0/1 key
+mask that broadcasts against one layer's pattern the numpy way, aligned from the *right*
+(``[Tk]``, ``[Tq, Tk]``, ``[H, Tq, Tk]``, or ``[L, H, Tq, Tk]`` for a per-layer mask), and its
+last axis must be the key axis. Renormalising a softmax over the kept keys is exactly masking
+the logits with -inf before the softmax: with ``a_j = exp(s_j) / Z``, ``a_j / sum_kept a_i =
+exp(s_j) / sum_kept exp(s_i)``. Two rows are left as they are: a row that keeps every key (so
+keeping everything is bit-identical to no edit) and a row that keeps none. A row whose kept
+probabilities all underflowed to 0 becomes uniform over its kept keys.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ import jax.numpy as jnp
 
 from jaxasr_interp.core import sites
 
-KINDS = ("interpolate", "zero", "add", "replace")
+KINDS = ("interpolate", "zero", "add", "replace", "restrict")
 
 
 @functools.partial(jax.tree_util.register_dataclass,
@@ -49,6 +59,8 @@ class Edit:
         if self.kind == "zero":
             return (1 - w) * value
         data = jnp.asarray(self.data, value.dtype)
+        if self.kind == "restrict":
+            return _restricted(value, data, w)
         if self.kind == "add":
             return value + w * data
         return (1 - w) * value + w * data
@@ -68,6 +80,20 @@ def add(delta, alpha=1.0, *, layers=None, heads=None, positions=None, mask=None)
 
 def replace(value, *, layers=None, heads=None, positions=None, mask=None) -> Edit:
     return Edit("replace", value, 1.0, mask, layers, heads, positions)
+
+
+def restrict(keep, alpha=1.0, *, layers=None, heads=None, positions=None, mask=None) -> Edit:
+    """Attention renormalised over the keys where ``keep`` is 1 (module docstring)."""
+    return Edit("restrict", keep, alpha, mask, layers, heads, positions)
+
+
+def _restricted(a, keep, w):
+    n_keep = jnp.sum(keep, -1, keepdims=True)
+    kept = a * keep
+    total = jnp.sum(kept, -1, keepdims=True)
+    renormed = jnp.where(total > 0, kept / jnp.where(total > 0, total, 1), keep / jnp.maximum(n_keep, 1))
+    untouched = (n_keep == a.shape[-1]) | (n_keep == 0)
+    return jnp.where(untouched, a, (1 - w) * a + w * renormed)
 
 
 def _one_hot(indices, size: int, axis: int, rank: int):
@@ -90,11 +116,23 @@ def _left_aligned(array, rank: int, site: str, what: str, full: tuple):
     return array
 
 
+def _key_mask(keep, site: str, full: tuple):
+    """``restrict``'s keep mask, aligned from the right against the site, as a full-rank array."""
+    if "key" not in sites.axes(site):
+        raise ValueError(f"restrict applies to attention patterns (*.pattern); {site!r} has no key axis")
+    keep = jnp.asarray(keep, jnp.float32)
+    if keep.ndim == 0 or keep.ndim > len(full) or keep.shape[-1] != full[-1]:
+        raise ValueError(f"restrict's keep for {site!r} has shape {tuple(keep.shape)}; its last axis must "
+                         f"be the {full[-1]} keys and it must broadcast to {full[-3:]} from the right")
+    return _left_aligned(keep.reshape((1,) * (len(full) - keep.ndim) + keep.shape), len(full), site,
+                         "keep", full)
+
+
 def resolve(edit: Edit, site: str, site_shape: tuple[int, ...], n_layers: int | None) -> Edit:
     """Fold alpha, mask, layers, heads and positions into one weight array, check shapes, and
     give every array the full leading layer axis of a block site."""
     if not isinstance(edit, Edit):
-        raise TypeError(f"edit for {site!r} must be made with interpolate/zero/add/replace, got {type(edit).__name__}")
+        raise TypeError(f"edit for {site!r} must be made with interpolate/zero/add/replace/restrict, got {type(edit).__name__}")
     if edit.kind not in KINDS:
         raise ValueError(f"unknown edit kind {edit.kind!r}; expected one of {KINDS}")
     lead = () if n_layers is None else (n_layers,)
@@ -113,7 +151,9 @@ def resolve(edit: Edit, site: str, site_shape: tuple[int, ...], n_layers: int | 
         axis = roles.index(role)
         w = w * _one_hot(indices, full[axis], axis, rank)
     data = None
-    if edit.kind != "zero":
+    if edit.kind == "restrict":
+        data = _key_mask(edit.data, site, full)
+    elif edit.kind != "zero":
         if edit.data is None:
             raise ValueError(f"a {edit.kind} edit for {site!r} needs data")
         data = _left_aligned(edit.data, rank, site, "data", full)
@@ -139,7 +179,11 @@ def resolve_positions(family, edits, dims, default_len: int) -> dict:
             raise ValueError(f"{name!r} cannot be edited during cached decoding (its key axis grows); "
                              "edit the heads' z or the attention output instead")
         axis = family.position_axis(name, dims)
-        lengths = [jnp.shape(x)[axis] for x in (edit.data, edit.mask)
+        data = edit.data
+        if edit.kind == "restrict":  # its keep is aligned from the right: give it the full rank
+            rank = len(family.shape(name, dims, 1)) + (family.n_layers(name, dims) is not None)
+            data = jnp.reshape(data, (1,) * (rank - jnp.ndim(data)) + jnp.shape(data))
+        lengths = [jnp.shape(x)[axis] for x in (data, edit.mask)
                    if x is not None and jnp.ndim(x) > axis and jnp.shape(x)[axis] > 1]
         n = max(lengths, default=default_len)
         out[name] = resolve(edit, name, family.shape(name, dims, n), family.n_layers(name, dims))
