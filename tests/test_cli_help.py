@@ -44,8 +44,9 @@ def test_the_walk_finds_every_command_and_experiment():
     names = {" ".join(path) for path, _ in COMMANDS}
     assert {"transcribe", "convert", "logit-lens", "encoder-lens", "patch", "probe", "report",
             "experiment", "experiment repetition", "experiment contextual-bias",
-            "experiment probe-gender", "experiment probe-hallucination"} <= names
-    assert len(names) >= 16  # the root, 8 commands, 7 experiments (today)
+            "experiment probe-gender", "experiment probe-hallucination", "experiment attention-window",
+            "experiment alignment-heads"} <= names
+    assert len(names) >= 18  # the root, 8 commands, 9 experiments (today)
 
 
 @pytest.mark.parametrize("path", [path for path, _ in COMMANDS], ids=IDS)

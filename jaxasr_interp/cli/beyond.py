@@ -1,0 +1,54 @@
+"""The experiments beyond the paper (docs/beyond_paper.md) as ``jaxasr-interp experiment NAME``:
+
+- ``attention-window``: encoder self-attention restricted to +-k frames, WER per k and layer
+  (:mod:`jaxasr_interp.experiments.attention_window`);
+- ``alignment-heads``: decoder cross-attention heads ranked by how monotonically they move
+  through the audio (:mod:`jaxasr_interp.experiments.alignment_heads`).
+
+Each writes ``OUT/<experiment>_<model>.json`` and prints its tables. The model is loaded in
+``--dtype`` (the experiments compute in the parameters' dtype).
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from jaxasr_interp.cli.options import DEFAULT_DTYPE
+from jaxasr_interp.core.dtypes import DTYPES
+
+EXPERIMENTS = {
+    "attention-window": ("attention_window", "encoder self-attention kept within +-k frames "
+                         "(k in 10, 20, 50, 75, 150, all), per layer and on all layers: WER per k "
+                         "with bootstrap intervals and a random-key control"),
+    "alignment-heads": ("alignment_heads", "rank every decoder cross-attention head by the "
+                        "monotonicity of its attention through the audio (the property word "
+                        "timestamps use); compares with openai's published alignment heads"),
+}
+SYNTH_DEFAULTS = {"attention-window": 0, "alignment-heads": 24}
+
+
+def _run(args) -> int:
+    from jaxasr_interp.whisper.api import load
+
+    module = importlib.import_module(f"jaxasr_interp.experiments.{EXPERIMENTS[args.experiment][0]}")
+    if args.synth < 0:
+        raise ValueError(f"--synth must be at least 0, got {args.synth}")
+    clips = module.speech_clips(args.synth)
+    model = load(args.model, dtype=args.dtype)
+    result = module.run(model, clips, name=Path(args.model).name, out=args.out)
+    print(module.markdown(result))
+    print(f"results: {Path(args.out) / (EXPERIMENTS[args.experiment][0] + '_' + Path(args.model).name + '.json')}")
+    return 0
+
+
+def register_experiments(exp_sub) -> None:
+    for name, (_, help_text) in EXPERIMENTS.items():
+        p = exp_sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--model", default="tiny.en", help="model name or checkpoint path")
+        p.add_argument("--out", default="results", help="folder for the results JSON")
+        p.add_argument("--synth", type=int, default=SYNTH_DEFAULTS[name],
+                       help="synthesized sentences added to the real clips")
+        p.add_argument("--dtype", choices=tuple(DTYPES), default=DEFAULT_DTYPE,
+                       help="parameters' dtype, which the experiment computes in (matmul precision: highest)")
+        p.set_defaults(run=_run)
