@@ -3,7 +3,9 @@
 - ``attention-window``: encoder self-attention restricted to +-k frames, WER per k and layer
   (:mod:`jaxasr_interp.experiments.attention_window`);
 - ``alignment-heads``: decoder cross-attention heads ranked by how monotonically they move
-  through the audio (:mod:`jaxasr_interp.experiments.alignment_heads`).
+  through the audio (:mod:`jaxasr_interp.experiments.alignment_heads`);
+- ``all``: every experiment of the docs at its documented sizes, resumable
+  (:mod:`jaxasr_interp.experiments.all`).
 
 Each writes ``OUT/<experiment>_<model>.json`` and prints its tables. The model is loaded in
 ``--dtype`` (the experiments compute in the parameters' dtype).
@@ -42,7 +44,30 @@ def _run(args) -> int:
     return 0
 
 
+def _run_all(args) -> int:
+    from jaxasr_interp.experiments.all import run_all
+
+    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
+    manifest = run_all(args.model, args.out, only=only, configs=args.configs)
+    for name, step in manifest["steps"].items():
+        print(f"{name}: {step['wall_s']:.0f} s wall, {step['cpu_s']:.0f} s CPU -> {step['result']}")
+    return 0
+
+
+def _register_all(exp_sub) -> None:
+    from jaxasr_interp.experiments.all import STEPS
+
+    text = "every experiment of the docs at its documented sizes (configs/), resumable: rerun to continue"
+    p = exp_sub.add_parser("all", help=text, description=text)
+    p.add_argument("--model", default="tiny.en", help="model name or checkpoint path")
+    p.add_argument("--out", required=True, help="folder for the results JSONs, checkpoints and all.json")
+    p.add_argument("--only", default=None, help=f"comma-separated steps of: {', '.join(STEPS)} (default: all)")
+    p.add_argument("--configs", default="configs", help="folder of the checked-in configs")
+    p.set_defaults(run=_run_all)
+
+
 def register_experiments(exp_sub) -> None:
+    _register_all(exp_sub)
     for name, (_, help_text) in EXPERIMENTS.items():
         p = exp_sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--model", default="tiny.en", help="model name or checkpoint path")
