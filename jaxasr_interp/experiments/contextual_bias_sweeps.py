@@ -74,17 +74,24 @@ def sweep_item(s: Setup, audio, row, p: int, spoken: int) -> dict:
     refs = {f: refs[FAMILIES[f]] for f in s.families}
     mel = log_mel(audio, n_mels=dims.n_mels)
     contrast = tokens[1:].at[pos].set(spoken)
-    out = {}
-    for fam in s.families:
-        patched, clean = component_sweep(m.params, mel, tokens, refs[fam], jnp.asarray(s.alphas[fam]), contrast,
-                                         dims=dims, family=fam, chunk=s.chunk, **s.numerics)
-        out[f"flips {fam}"] = np.asarray(patched["top"][..., pos] == spoken)
-        diff = patched["contrast_logit"][..., pos] - patched["logit"][..., pos]
-        out[f"effects {fam}"] = np.asarray(diff - (clean["contrast_logit"][pos] - clean["logit"][pos]))
+    out = flips_and_effects(s, mel, tokens, refs, pos, spoken)
     if s.attribution:
         g, _ = attribution_patching(m.params, mel, tokens, refs, jnp.zeros(s.width - 1).at[pos].set(1.0), contrast,
                                     dims=dims, families=s.families, metric="logit_diff", **s.numerics)
         out.update({f"grads {f}": np.asarray(g[f]) for f in s.families})
+    return out
+
+
+def flips_and_effects(s: Setup, mel, tokens, refs: dict, pos: int, spoken: int) -> dict:
+    """``flips <family>`` and ``effects <family>`` [L, P, A] of every family of ``s`` patched
+    towards ``refs[family]`` (the reference's stacked site) at the error position ``pos``."""
+    contrast, out = tokens[1:].at[pos].set(spoken), {}
+    for fam in s.families:
+        patched, clean = component_sweep(s.model.params, mel, tokens, refs[fam], jnp.asarray(s.alphas[fam]),
+                                         contrast, dims=s.model.dims, family=fam, chunk=s.chunk, **s.numerics)
+        out[f"flips {fam}"] = np.asarray(patched["top"][..., pos] == spoken)
+        diff = patched["contrast_logit"][..., pos] - patched["logit"][..., pos]
+        out[f"effects {fam}"] = np.asarray(diff - (clean["contrast_logit"][pos] - clean["logit"][pos]))
     return out
 
 
