@@ -8,6 +8,13 @@ one of :data:`EXPERIMENTS` first (skipped when ``out_dir/data`` already holds it
 Output files: ``probe_<target>.csv`` (one row per encoder and decoder layer) and
 ``probe_<target>.png``; the returned dict has the best encoder and decoder layers.
 
+The issue-15 experiments (nested cross-validation, bootstrap intervals, controls, held-out
+engines, nuisance probes) run from one command and a checked-in config::
+
+    python -m jaxasr_interp.experiments.probing --config configs/probes.json --model tiny.en --out results/
+
+(:mod:`.probing_nested`; datasets and features in the config's ignored ``work`` directory).
+
 Resumable: the feature extraction is the long part and checkpoints every chunk of utterances
 (:func:`.probes.features.extract_features`, the one resumable mechanism); a rerun with the same
 ``out_dir`` resumes it, and a dataset already built in ``out_dir/data`` is kept. ``dtype`` /
@@ -118,3 +125,27 @@ def format_summary(s: dict) -> str:
             f"(control {100 * enc['control']:.1f}%), best decoder layer {dec['layer']}/{dec['of']} "
             f"{100 * dec['accuracy']:.1f}% (control {100 * dec['control']:.1f}%), chance {100 * enc['chance']:.1f}%"
             + (f"; paper: {s['paper']}" if "paper" in s else ""))
+
+
+def main(argv=None) -> int:
+    import argparse
+    import json
+    from jaxasr_interp.experiments.probing_nested import run_probes
+    p = argparse.ArgumentParser(prog="python -m jaxasr_interp.experiments.probing",
+                                description="Probe experiments of a config; writes OUT/probes_MODEL.json")
+    p.add_argument("--config", default="configs/probes.json")
+    p.add_argument("--model", default="tiny.en")
+    p.add_argument("--out", default="results")
+    p.add_argument("--tasks", default=None, help="comma-separated subset of the config's tasks")
+    p.add_argument("--work", default=None, help="datasets and features (default: the config's work folder)")
+    args = p.parse_args(argv)
+    config = json.loads(Path(args.config).read_text())
+    config["work"] = args.work or config["work"]
+    path = run_probes(config, args.model, args.out, tasks=args.tasks.split(",") if args.tasks else None,
+                      config_path=args.config)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,115 @@
+"""Datasets and features of the probe experiments of ``configs/probes.json``.
+
+``task_data(task, spec, work, seed)`` builds a task's dataset into ``work/<task>/data`` (kept
+when already there) with the builder the config names, cut to its first ``items`` rows when
+the config says; ``task_features(data, work/<task>,
+model)`` extracts the model's features into ``work/<task>/features_<model>`` (resumable,
+:mod:`jaxasr_interp.probes.features`). Datasets and features live in the ignored work
+directory; only the results JSON is committed.
+
+The hallucination task is built here, not in :mod:`jaxasr_interp.data`, because its classes
+depend on the model: ``build_hard_pool`` writes a pool of hard utterances (fast speech, pink
+noise) with their speaking rate (``speed``, espeak-ng words per minute) and noise level
+(``snr_db``, 99 for clean) as columns; :func:`outcome_labels` labels each item by the WER of
+the model's own greedy transcript (the one the features were extracted from), and
+:func:`balanced_by_strata` keeps, in every (noise bin x rate bin) stratum, as many correct as
+erroneous items, so the two classes have the same noise and rate histogram by construction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+
+CLEAN_SNR = 99.0  # the snr_db of a clean item
+NOISE_BINS = (0.0, 5.0, 50.0)  # snr_db edges: < 0, 0-5, 5-50, clean
+RATE_BINS = (190, 240, 290)  # espeak-ng words per minute edges
+
+
+def build_hard_pool(out, n: int, *, seed: int = 0, speed=(140, 340), noisy_share: float = 0.6,
+                    snr=(-6.0, 12.0)) -> dict:
+    """``n`` utterances of a random espeak-ng voice at a random speed, pink noise at a random
+    SNR on ``noisy_share`` of them. Columns: ``speed``, ``snr_db``, ``noisy``."""
+    from jaxasr_interp.data import builders as B
+    from jaxasr_interp.data import synth, write_dataset
+    from jaxasr_interp.whisper.audio import SAMPLE_RATE
+    root, rng, version = B._prepare(out, 2), np.random.default_rng(seed), B._espeak_version()
+    items = []
+    for i, text in enumerate(synth.sentences(rng, n)):
+        audio, source = B._any_speech(rng, text, version, speed=speed)
+        level = CLEAN_SNR
+        if rng.random() < noisy_share:
+            level = float(rng.uniform(*snr))
+            audio = synth.mix_at_snr(audio, synth.pink_noise(rng, audio.size / SAMPLE_RATE), level)
+            source = f"{source} + pink noise at {level:.1f} dB"
+        speed_wpm = int(source.split("speed ")[1].split(",")[0])
+        items.append(dict(path=B._save(root, i, audio), transcript=text, source=source, speed=speed_wpm,
+                          snr_db=f"{level:.1f}", noisy="noisy" if level < CLEAN_SNR else "clean"))
+    return write_dataset(root, items, name="hard-pool", seed=seed, classes={"noisy": ["clean", "noisy"]},
+                         label_source="constructed: speed and noise drawn by the builder; the outcome "
+                                      "(correct / error) is the model's, computed at probe time",
+                         params=dict(n=n, speed=list(speed), noisy_share=noisy_share, snr=list(snr)))
+
+
+def task_data(task: str, spec: dict, work, seed: int):
+    from jaxasr_interp.data import BUILDERS, read_dataset
+    root = Path(work) / task / "data"
+    if not (root / "labels.csv").exists():
+        builder = spec["builder"]
+        if builder == "hard-pool":
+            kw = {key: spec[key] for key in ("speed", "noisy_share", "snr") if key in spec}
+            counts = build_hard_pool(root, spec["pool"], seed=seed, **kw)
+        elif builder.endswith("-engines"):
+            counts = BUILDERS[builder](root, spec["n_per_class"], engines=spec.get("engines"), seed=seed)
+        else:
+            counts = BUILDERS[builder](root, spec["n_per_class"], seed=seed)
+        print(f"built {root}: {counts}", file=sys.stderr)
+    data = read_dataset(root)
+    if spec.get("items"):  # the first N items only (every builder here is balanced in each prefix)
+        data = dataclasses.replace(data, rows=data.rows[: spec["items"]])
+    return data
+
+
+def task_features(data, task_dir, model, chunk_size: int, items: int | None = None):
+    """Features ``[L_enc + L_dec, n, D]``, layer names and the model's transcripts
+    (``items``: the dataset was cut to its first N items, extracted into their own folder)."""
+    from jaxasr_interp.probes.features import extract_features, load_features, probe_matrix
+    name = Path(str(model.source)).name
+    out = Path(task_dir) / (f"features_{name}" + (f"_first{items}" if items else ""))
+    extract_features(model, data.paths, out, chunk_size=chunk_size)
+    feats = load_features(out)
+    x, names = probe_matrix(feats)
+    return x, names, feats.transcripts
+
+
+def item_wer(references, hypotheses) -> np.ndarray:
+    import jiwer
+
+    from jaxasr_interp.whisper.text_metrics import normalize
+    return np.asarray([jiwer.wer(normalize(r, "plain"), normalize(h, "plain") or "<empty>")
+                       for r, h in zip(references, hypotheses)])
+
+
+def outcome_labels(wer: np.ndarray, min_error_wer: float, max_correct_wer: float = 0.0) -> np.ndarray:
+    """0 (correct) where WER <= ``max_correct_wer``, 1 (error) where WER > ``min_error_wer``,
+    -1 (neither, left out) between."""
+    return np.where(wer <= max_correct_wer, 0, np.where(wer > min_error_wer, 1, -1))
+
+
+def strata(snr_db: np.ndarray, speed: np.ndarray) -> np.ndarray:
+    return np.digitize(snr_db, NOISE_BINS) * (len(RATE_BINS) + 1) + np.digitize(speed, RATE_BINS)
+
+
+def balanced_by_strata(labels: np.ndarray, stratum: np.ndarray, seed: int) -> np.ndarray:
+    """Sorted indices: in each stratum, ``min(#correct, #error)`` items of each class, drawn
+    with ``seed`` (labels -1 never kept)."""
+    rng = np.random.default_rng(seed)
+    keep = []
+    for s in np.unique(stratum):
+        by_class = [np.flatnonzero((stratum == s) & (labels == c)) for c in (0, 1)]
+        m = min(len(b) for b in by_class)
+        keep += [rng.choice(b, m, replace=False) for b in by_class if m]
+    return np.sort(np.concatenate(keep)) if keep else np.zeros(0, int)
