@@ -31,7 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 MARKER = re.compile(r"(<!-- table:(?P<name>\S+) (?P<source>\S+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
 TABLES: dict[str, Callable[[dict], str]] = {}
 # Experiments that render their own tables: marker-name prefix -> "module:function(results)".
-MODULE_TABLES = {"lenses_": "jaxasr_interp.experiments.lenses_report:docs_table"}
+MODULE_TABLES = {"lenses_": "jaxasr_interp.experiments.lenses_report:docs_table",
+                 "contextual_bias_": "jaxasr_interp.experiments.contextual_bias_controls_report:docs_table"}
 
 
 def table(name: str):
@@ -126,7 +127,8 @@ def render(text: str, root: Path = ROOT) -> str:
         fn = table_function(m["name"])
         if fn is None:
             return m.group(0)
-        return m.group(1) + fn(json.loads((root / m["source"]).read_text())) + m.group(5)
+        table = fn(json.loads((root / m["source"]).read_text()))
+        return m.group(1) + table + ("" if table.endswith("\n") else "\n") + m.group(5)
     return MARKER.sub(one, text)
 
 
