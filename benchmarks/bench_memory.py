@@ -1,8 +1,9 @@
 """Memory at the paper's scale: per-device bytes of each analysis, from XLA's memory analysis.
 
-Each analysis is compiled on abstract shapes (``jax.ShapeDtypeStruct``, no weights) for Whisper
-large-v3 and Qwen2-Audio-7B on a 1-D mesh of 1 and of 8 host devices (batch/sweep axis split as
-``shard_leading`` does; Qwen's parameters as ``shard_params``; Whisper's replicated; all
+Each analysis (``memory_analyses.py``) is compiled on abstract shapes (``jax.ShapeDtypeStruct``,
+no weights) for Whisper large-v3 and Qwen2-Audio-7B on a 1-D mesh of 1 and of 8 host devices
+(batch/sweep axis split as the library splits it; Whisper's parameters split FSDP-style as
+``whisper.sharding.shard_params`` does, Qwen's as ``qwen2_audio.shard_params``; all
 parameters resident, ``keep_unused``). Peak = argument + output + temp - alias, per device; it
 fits a chip at <= 80% of its memory (v5e 16 GiB, v4 32 GiB). CPU artefacts corrected (see
 docs/scale.md): both XLA:CPU schedulers are compiled and the lower peak kept (the concurrent
@@ -16,7 +17,6 @@ weights, so a bfloat16 row's estimate is min(CPU peak, its args + output + float
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import math
 import os
@@ -29,142 +29,19 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 
 import jaxasr_interp as jai
 from jaxasr_interp import qwen2_audio as qa
-from jaxasr_interp.lenses.encoder import encoder_lens_ids
-from jaxasr_interp.patching import head_sweep
-from jaxasr_interp.probes.features import _decoder_chunk, _encoder_chunk
-from jaxasr_interp.probes.sweep import _sweep
-from jaxasr_interp.qwen2_audio.sharding import partition_spec
-from jaxasr_interp.qwen2_audio.weights import param_shapes as qwen_shapes
-from jaxasr_interp.weights.layout import iter_paths, param_shapes, set_path
-from jaxasr_interp.whisper.sites import n_layers, shape as site_shape
+
+sys.path.insert(0, str(Path(__file__).parent))
+from memory_analyses import ANALYSES, SIZES  # noqa: E402
 
 GiB = 2 ** 30
 CHIPS = {"v5e": 16 * GiB, "v4": 32 * GiB}  # HBM per chip
 HEADROOM = 0.2
-EOT, N_PROMPT = 50257, 4  # Whisper: sot, language, task, notimestamps
-SIZES = dict(transcribe_batch=16, feature_chunk=8, head_tokens=128, alphas=4, probe_n=2000,
-             qwen_text_tokens=18, qwen_new_tokens=64)
 OUT = Path(__file__).parent / "results" / "memory_fit.json"
 SCHEDULERS = ("CONCURRENCY_OPTIMIZED", "MEMORY_OPTIMIZED")  # XLA:CPU's two; the lower peak is kept
-
-
-def sds(shape, dtype, mesh, spec=P()):
-    return jax.ShapeDtypeStruct(tuple(shape), dtype, sharding=NamedSharding(mesh, spec))
-
-
-def batched(shape, dtype, mesh):
-    """Leading (batch / sweep) axis split over the mesh when it divides evenly, as shard_leading."""
-    split = mesh.size > 1 and shape[0] % mesh.size == 0
-    return sds(shape, dtype, mesh, P(mesh.axis_names[0]) if split else P())
-
-
-def abstract_params(shapes, dtype, mesh, spec=lambda path, shape: P()):
-    out: dict = {}
-    for path, shape in iter_paths(shapes):
-        set_path(out, path, sds(shape, dtype, mesh, spec(path, shape)))
-    return out
-
-
-def whisper_common(dims, dtype, mesh):
-    return (abstract_params(param_shapes(dims), dtype, mesh), sds((N_PROMPT,), jnp.int32, mesh),
-            sds((dims.n_vocab,), jnp.float32, mesh), dims.n_text_ctx // 2)
-
-
-def transcribe(dims, dtype, mesh):
-    params, prompt, bias, max_new = whisper_common(dims, dtype, mesh)
-
-    def fn(params, mels, prompt, bias):
-        features = jai.encode_batch(params, mels, dims=dims, dtype=dtype)
-        return jai.greedy_decode(params, features, prompt, EOT, bias, bias, dims=dims,
-                                 max_new_tokens=max_new, dtype=dtype)
-    batch = SIZES["transcribe_batch"]
-    mels = batched((batch, dims.n_mels, dims.n_samples_frames), jnp.float32, mesh)
-    return fn, (params, mels, prompt, bias), f"batch {batch}, {max_new} new tokens"
-
-
-def encoder_lens(dims, dtype, mesh):
-    params, prompt, bias, max_new = whisper_common(dims, dtype, mesh)
-    fn = functools.partial(encoder_lens_ids, dims=dims, max_new_tokens=max_new)
-    mels = batched((mesh.size, dims.n_mels, dims.n_samples_frames), jnp.float32, mesh)
-    args = (params, mels, prompt, sds((), jnp.int32, mesh), bias, bias)
-    return fn, args, f"{mesh.size} utterance(s) x {dims.n_audio_layer} layers, {max_new} new tokens"
-
-
-def feature_encoder(dims, dtype, mesh):
-    n = SIZES["feature_chunk"]
-    args = (abstract_params(param_shapes(dims), dtype, mesh),
-            batched((n, dims.n_mels, dims.n_samples_frames), jnp.float32, mesh), batched((n,), jnp.int32, mesh))
-    return functools.partial(_encoder_chunk, dims=dims), args, f"chunk {n}"
-
-
-def feature_decoder(dims, dtype, mesh):
-    n, width = SIZES["feature_chunk"], N_PROMPT + dims.n_text_ctx // 2 + 1
-    args = (abstract_params(param_shapes(dims), dtype, mesh),
-            batched((n, dims.n_audio_ctx, dims.n_audio_state), jnp.float32, mesh),
-            batched((n, width), jnp.int32, mesh), batched((n,), jnp.int32, mesh))
-    return functools.partial(_decoder_chunk, dims=dims), args, f"chunk {n}, {width} tokens"
-
-
-def cross_head_sweep(dims, dtype, mesh):
-    """One utterance per device (vmapped over the mesh's utterances; head_sweep takes one)."""
-    n, t, site = mesh.size, SIZES["head_tokens"], "decoder.cross_attn.z"
-
-    def fn(params, tokens, features, ref, alphas):
-        one = lambda tok, af, r: head_sweep(params, tok, af, r, alphas, dims=dims, site=site, dtype=dtype)
-        return jax.vmap(one)(tokens, features, ref)
-    ref = (n, n_layers(site, dims)) + tuple(site_shape(site, dims, t))
-    args = (abstract_params(param_shapes(dims), dtype, mesh), batched((n, t), jnp.int32, mesh),
-            batched((n, dims.n_audio_ctx, dims.n_audio_state), jnp.float32, mesh),
-            batched(ref, jnp.float32, mesh), sds((SIZES["alphas"],), jnp.float32, mesh))
-    return fn, args, f"{n} utterance(s), {t} tokens, {dims.n_text_layer}x{dims.n_text_head} heads x {SIZES['alphas']} alphas"
-
-
-def probe_sweep(dims, dtype, mesh):
-    layers, n, d = dims.n_audio_layer + dims.n_text_layer, SIZES["probe_n"], dims.n_audio_state
-    fn = functools.partial(_sweep, k=5, max_iter=100, tol=1e-4)
-    args = (batched((layers, n, d), jnp.float32, mesh), batched((layers, d, n), jnp.float32, mesh),
-            sds((2, 1, n), jnp.int32, mesh), sds((2, 1, n), jnp.int32, mesh), sds((2, 1), jnp.bool_, mesh),
-            sds((3,), jnp.float32, mesh))
-    return fn, args, f"{layers} layers, n={n}, d={d}, 1 binary target + control, 5 folds, 3 l2"
-
-
-def qwen_inputs(dims, dtype, mesh):
-    spec = lambda path, shape: partition_spec(path, shape, mesh.size, mesh.axis_names[0])
-    n_prompt = dims.n_audio_tokens + SIZES["qwen_text_tokens"]
-    return (abstract_params(qwen_shapes(dims), dtype, mesh, spec),
-            sds((dims.n_mels, dims.n_samples_frames), jnp.float32, mesh), n_prompt)
-
-
-def qwen_forward(dims, dtype, mesh):
-    params, mel, n_prompt = qwen_inputs(dims, dtype, mesh)
-    t = n_prompt + SIZES["qwen_new_tokens"]
-    fn = lambda p, m, tok: qa.forward(p, m, tok, dims=dims, dtype=dtype)[0]
-    return fn, (params, mel, sds((t,), jnp.int32, mesh)), f"{t} tokens teacher-forced"
-
-
-def qwen_generate(dims, dtype, mesh):
-    params, mel, n_prompt = qwen_inputs(dims, dtype, mesh)
-    new = SIZES["qwen_new_tokens"]
-    fn = lambda p, m, prompt, eos: qa.generate(p, m, prompt, eos, dims=dims, max_new_tokens=new, dtype=dtype)
-    args = (params, mel, sds((n_prompt,), jnp.int32, mesh), sds((2,), jnp.int32, mesh))
-    return fn, args, f"prompt {n_prompt}, {new} new tokens"
-
-
-# name -> (builder, model, dtypes: bfloat16 only where the function takes dtype=, mesh axis)
-ANALYSES = {
-    "transcribe": (transcribe, "large-v3", ("float32", "bfloat16"), "batch"),
-    "encoder_lens": (encoder_lens, "large-v3", ("float32",), "batch"),
-    "feature_chunk_encoder": (feature_encoder, "large-v3", ("float32",), "batch"),
-    "feature_chunk_decoder": (feature_decoder, "large-v3", ("float32",), "batch"),
-    "head_sweep": (cross_head_sweep, "large-v3", ("float32", "bfloat16"), "batch"),
-    "probe_sweep": (probe_sweep, "large-v3", ("float32",), "batch"),
-    "qwen_forward": (qwen_forward, "qwen2-audio-7b", ("float32", "bfloat16"), "model"),
-    "qwen_generate": (qwen_generate, "qwen2-audio-7b", ("float32", "bfloat16"), "model"),
-}
 ONE_CHIP_GOAL = ("transcribe", "encoder_lens", "head_sweep")
 
 

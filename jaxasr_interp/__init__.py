@@ -13,9 +13,11 @@ from jaxasr_interp.whisper.api import Model, encode_batch, load, transcribe, tra
 from jaxasr_interp.whisper.audio import load_audio, log_mel, pad_or_trim, sample_path, sample_transcripts
 from jaxasr_interp.whisper.config import PRESETS, Dims, preset
 from jaxasr_interp.whisper.decoding import greedy_decode, init_cache
-from jaxasr_interp.core.edits import Edit, add, interpolate, replace, zero
+from jaxasr_interp.core.edits import Edit, add, interpolate, replace, restrict, zero
+from jaxasr_interp.core.compile_cache import enable_compilation_cache
 from jaxasr_interp.whisper.model import decode, encode, forward
 from jaxasr_interp.whisper.model import decode_from, encode_from
+from jaxasr_interp.whisper.sharding import shard_params
 from jaxasr_interp.patching.reference import reference_activations, white_noise
 from jaxasr_interp.whisper.sites import ALL_SITES
 from jaxasr_interp.whisper.tokenizer import WhisperTokenizer
@@ -35,12 +37,12 @@ from jaxasr_interp.report.page import report
 __all__ = [
     "ALL_SITES", "Dataset", "Dims", "Edit", "EncoderLens", "FAMILIES", "Features", "LogitLens",
     "Model", "PRESETS", "ProbeResult", "WhisperTokenizer", "add", "attribution_patching",
-    "component_sweep", "decode", "decode_from", "decode_sweep", "encode", "encode_batch",
+    "component_sweep", "decode", "decode_from", "decode_sweep", "enable_compilation_cache", "encode", "encode_batch",
     "encode_from", "encoder_lens", "extract_features", "forward", "greedy_decode", "init_cache",
     "interpolate", "load", "load_audio", "load_features", "load_translators", "load_weights",
     "log_mel", "logit_lens", "nnx", "pad_or_trim", "pooled_rates", "preset", "probe_matrix",
-    "probe_sweep", "qwen2_audio", "read_dataset", "reference_activations", "replace", "report",
-    "sample_path", "sample_transcripts", "saturation_layer", "save_translators",
+    "probe_sweep", "qwen2_audio", "read_dataset", "reference_activations", "replace", "report", "restrict",
+    "sample_path", "sample_transcripts", "saturation_layer", "save_translators", "shard_params",
     "train_tuned_lens", "transcribe", "transcribe_ids", "white_noise", "write_dataset", "zero",
 ]
 

@@ -9,7 +9,7 @@ import pytest
 
 from jaxasr_interp.patching.attribution import attribution_patching, rank_correlation, score, sweep_effect
 from jaxasr_interp.patching.sweeps import FAMILIES, component_sweep, single_patch_edits
-from test_patching_sweeps import DIMS, N_TOKENS, SWEPT, make_setup, run
+from test_patching_sweeps import DIMS, N_TOKENS, make_setup, run
 
 EPS = 1e-2
 FAMS = ("encoder.block", "encoder.head", "decoder.cross_head")
@@ -41,7 +41,7 @@ def test_attribution_equals_finite_differences_of_the_sweep(setup, mode):
     # logit_diff = contrast logit - clean logit: both readouts enter the gradient
     grads, clean_score = attribution_patching(params, mel, tokens, refs, weights, contrast, dims=DIMS,
                                               families=FAMS, metric="logit_diff", mode=mode)
-    for family in SWEPT:
+    for family in FAMS:  # the families attributed (test_patching_sweeps sweeps all ten)
         finite, sweep_clean = finite_differences(params, mel, tokens, contrast, refs, weights, family, mode)
         np.testing.assert_allclose(sweep_clean, float(clean_score), rtol=0, atol=1e-4)
         got = np.asarray(grads[family])

@@ -7,6 +7,12 @@ encoder pass per utterance (all layers captured at once), then *one* batched gre
 over utterances x layers. ``ln_post=False`` feeds the raw residual instead, to show why the
 final LayerNorm is needed.
 
+Memory: each decoded row holds its own KV cache (large-v3: 0.64 GiB in float32, cross-attention
+0.49 of it), so the rows are decoded ``row_chunk`` at a time per device
+(:func:`~jaxasr_interp.core.sharding.map_chunks`: a ``lax.scan`` over chunks) and split over
+all devices: one large-v3 utterance's 32 rows are 4 chunks of 8 on one chip, one chunk of 4
+per device on 8. Chunking changes neither the ids nor anything else but memory (tested).
+
 :func:`encoder_lens` scores each layer's transcript against a reference (or, when none is
 given, against the full model's own transcript): WER and CER after text normalisation
 (:mod:`.text_metrics`), and repetition (longest back-to-back n-gram run over the token ids,
@@ -27,10 +33,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxasr_interp.core import layers as L
+from jaxasr_interp.core.dtypes import as_precision, compute_dtype
 from jaxasr_interp.whisper import text_metrics as tm
 from jaxasr_interp.whisper.audio import load_audio, log_mel
 from jaxasr_interp.whisper.decoding import greedy_decode, logit_bias
-from jaxasr_interp.core.sharding import padded_size, shard_leading
+from jaxasr_interp.core.sharding import batch_mesh, map_chunks, padded_size, shard_leading
 from jaxasr_interp.whisper.model import encode
 from jaxasr_interp.whisper.streaming import check_files, loaded_batches
 from jaxasr_interp.whisper.tokenizer import cut_at_eot
@@ -69,15 +76,18 @@ class EncoderLens:
     ln_post: bool = True
 
 
-def lens_features(params, mel, translator=None, *, dims, ln_post: bool = True):
+def lens_features(params, mel, translator=None, *, dims, ln_post: bool = True, dtype=jnp.float32,
+                  precision="highest"):
     """What the decoder reads for each encoder layer: mel [n_mels, frames] -> [L (+1), S, D].
 
     Row ``l`` is ``ln_post`` of encoder layer ``l`` (translated first by an encoder
     ``translator`` from :mod:`.tuned_lens`: a tuned lens); without ``ln_post`` the raw residual.
     Then (see :func:`has_extra_row`) the last layer is not the model's encoder output, and an
-    extra last row holds that output (it decodes the default reference).
+    extra last row holds that output (it decodes the default reference). The encoder runs in
+    ``dtype`` at ``precision``.
     """
-    out, acts = encode(params, mel, dims=dims, capture=["encoder.resid_post"])
+    out, acts = encode(params, mel, dims=dims, capture=["encoder.resid_post"], dtype=dtype,
+                       precision=precision)
     resid = acts["encoder.resid_post"]  # [L, S, D]
     if translator is not None:
         resid = translate(translator, resid)
@@ -90,16 +100,23 @@ def has_extra_row(ln_post: bool, translator) -> bool:
     return not ln_post or translator is not None
 
 
-@functools.partial(jax.jit, static_argnames=("dims", "ln_post", "max_new_tokens"))
+@functools.partial(jax.jit, static_argnames=("dims", "ln_post", "max_new_tokens", "row_chunk", "dtype",
+                                             "precision"))
 def encoder_lens_ids(params, mels, prompt, eot, bias, first_bias, translator=None, *, dims,
-                     ln_post: bool = True, max_new_tokens: int):
-    """Pure core: mels [B, n_mels, frames] -> greedy ids [B, L (+1), max_new_tokens], the rows
-    of :func:`lens_features` decoded in one batched greedy decode."""
-    features = jax.vmap(lambda m: lens_features(params, m, translator, dims=dims, ln_post=ln_post))(mels)
+                     ln_post: bool = True, max_new_tokens: int, row_chunk: int | None = None,
+                     dtype=jnp.float32, precision="highest"):
+    """Pure core: mels [B, n_mels, frames] -> greedy ids [B, L (+1), max_new_tokens], the
+    B x (L + 1) rows of :func:`lens_features` greedily decoded ``row_chunk`` at a time per
+    device (None: all in one batched decode), split over all devices. ``dtype`` /
+    ``precision``: of the encoder and the decoding (a concrete dtype here)."""
+    numerics = dict(dtype=dtype, precision=precision)
+    features = jax.vmap(lambda m: lens_features(params, m, translator, dims=dims, ln_post=ln_post,
+                                                **numerics))(mels)
     n_utt, n_rows = features.shape[:2]
-    ids = greedy_decode(params, features.reshape((n_utt * n_rows,) + features.shape[2:]), prompt,
-                        eot, bias, first_bias, dims=dims, max_new_tokens=max_new_tokens)
-    return ids.reshape(n_utt, n_rows, max_new_tokens)
+    rows = features.reshape((n_utt * n_rows,) + features.shape[2:])
+    decode_rows = lambda f: greedy_decode(params, f, prompt, eot, bias, first_bias, dims=dims,
+                                          max_new_tokens=max_new_tokens, **numerics)
+    return map_chunks(decode_rows, rows, row_chunk).reshape(n_utt, n_rows, max_new_tokens)
 
 
 def _inputs(audio_or_mels) -> tuple[list, bool]:
@@ -179,7 +196,8 @@ def _lens_batch(model, loaded: list, size: int, args: tuple, static: dict) -> np
 
 def encoder_lens(model, audio_or_mels, references=None, *, ln_post: bool = True,
                  max_new_tokens: int | None = None, batch_size: int = 4, suppress: bool = False,
-                 normalizer: str | None = "english", progress: bool = False, translator=None):
+                 normalizer: str | None = "english", progress: bool = False, translator=None,
+                 row_chunk: int | None = 8, dtype=None, precision="highest"):
     """Encoder lens of one input (-> :class:`EncoderLens`) or of a sequence (-> a list).
 
     ``audio_or_mels``: a path, a 16 kHz waveform, a mel [n_mels, frames], a [B, n_mels, frames]
@@ -188,7 +206,10 @@ def encoder_lens(model, audio_or_mels, references=None, *, ln_post: bool = True,
     with all its layers) are decoded per compiled call. ``suppress=True`` applies Whisper's usual
     token suppression (as in :func:`.api.transcribe`): early layers then cannot answer with an
     immediate end-of-text and show what text they do carry. ``translator``: an encoder
-    translator from :mod:`.tuned_lens` (a tuned encoder lens).
+    translator from :mod:`.tuned_lens` (a tuned encoder lens). ``row_chunk``: layer rows decoded
+    at once per device (memory, see the module docstring; None: all rows of a batch at once).
+    ``dtype``: ``"float32"`` / ``"bfloat16"`` (None: the parameters' own); ``precision``: the
+    matmul precision (:mod:`jaxasr_interp.core.dtypes`).
     """
     items, single = _checked_inputs(model, audio_or_mels)
     if references is None or isinstance(references, str):
@@ -201,9 +222,13 @@ def encoder_lens(model, audio_or_mels, references=None, *, ln_post: bool = True,
     args = (jnp.asarray(tok.prompt(), jnp.int32), tok.eot,
             logit_bias(dims.n_vocab, tok.suppress_ids() if suppress else ()),
             logit_bias(dims.n_vocab, tok.blank_ids() if suppress else ()), translator)
-    static = dict(ln_post=ln_post, max_new_tokens=max_new_tokens or dims.n_text_ctx // 2)
-    # the last batch is padded so that every call reuses one compiled program
-    size = padded_size(min(batch_size, len(items)))
+    static = dict(ln_post=ln_post, max_new_tokens=max_new_tokens or dims.n_text_ctx // 2, row_chunk=row_chunk,
+                  dtype=compute_dtype(dtype, model.params), precision=as_precision(precision))
+    # The last batch is padded so that every call reuses one compiled program. The rows, not
+    # the utterances, are split over the devices: fewer utterances than devices are not padded
+    # (a padded utterance would be decoded in full, all its rows).
+    size = min(batch_size, len(items))
+    size = padded_size(size) if size >= batch_mesh().size else size
     results = []
     with contextlib.closing(loaded_batches(items, batch_size, _load)) as stream:
         if progress:

@@ -9,7 +9,8 @@ its full (alpha = 1) effect, ``grad . (ref - clean)`` summed over the component'
 
 The score is a weighted sum over positions of a :func:`.patching.readout` metric:
 ``"logit"`` / ``"logprob"`` of the clean token, or ``"logit_diff"`` = contrast logit minus
-clean logit (positive when the contrast token wins). :func:`sweep_effect` turns a real
+clean logit (positive when the contrast token wins). :func:`attribution_batch` does the same
+for a batch of utterances, the batch split over all devices. :func:`sweep_effect` turns a real
 :func:`.patching.component_sweep` into the same score differences, and
 :func:`rank_correlation` compares the two.
 """
@@ -24,8 +25,10 @@ import numpy as np
 
 from jaxasr_interp.whisper.config import Dims
 from jaxasr_interp.whisper.model import forward
+from jaxasr_interp.core.dtypes import as_precision, compute_dtype
 from jaxasr_interp.core.edits import interpolate
 from jaxasr_interp.core.grid import weighted_mask
+from jaxasr_interp.core.sharding import map_chunks
 from jaxasr_interp.patching.sweeps import FAMILIES, family_of, local_masks, readout, reference_for
 from jaxasr_interp.whisper.sites import n_layers
 
@@ -43,38 +46,74 @@ def score(metrics: dict, position_weights, metric: str):
     return jnp.sum(value * position_weights, axis=-1)
 
 
+def _checked(metric: str, families, refs, mode: str, dims: Dims, n_tokens: int, batch=None):
+    """(families as family names, {family: the reference's site or zeros}); ``batch``: the
+    number of utterances, to which zero references are broadcast."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    families = tuple(family_of(f) for f in families)
+    refs = {f: reference_for(mode, (refs or {}).get(f), FAMILIES[f], dims, n_tokens) for f in families}
+    if batch is not None and mode == "zero":
+        refs = {f: jnp.broadcast_to(r, (batch,) + r.shape) for f, r in refs.items()}
+    return families, refs
+
+
 def attribution_patching(params, mel, tokens, refs: dict, position_weights, contrast=None, *,
                          dims: Dims, families: tuple, metric: str = "logprob",
-                         mode: str = "interpolate", precision="highest"):
+                         mode: str = "interpolate", dtype=None, precision="highest"):
     """Linear estimates of the score change of every patch (alpha 0 -> 1) of ``families``.
 
     ``refs`` {family: the reference's stacked site} (unused for ``mode="zero"``: zero ablation
     is interpolation towards zeros, the same compiled program), ``position_weights`` [T - 1]
     -> ``({family: [L, P]}, clean score)``; P = heads for head families, else 1 (the layout of
-    :func:`.patching.component_sweep` without the alpha axis).
+    :func:`.patching.component_sweep` without the alpha axis). ``dtype``: ``"float32"`` /
+    ``"bfloat16"`` (None: the parameters' own); ``precision``: the matmul precision.
     """
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-    families = tuple(family_of(f) for f in families)
-    n_tokens = jnp.shape(tokens)[0]
-    refs = {f: reference_for(mode, (refs or {}).get(f), FAMILIES[f], dims, n_tokens) for f in families}
+    families, refs = _checked(metric, families, refs, mode, dims, jnp.shape(tokens)[0])
     return _attribution(params, mel, tokens, refs, position_weights, contrast, dims=dims,
-                        families=families, metric=metric, precision=precision)
+                        families=families, metric=metric, dtype=compute_dtype(dtype, params),
+                        precision=as_precision(precision))
 
 
-@functools.partial(jax.jit, static_argnames=("dims", "families", "metric", "precision"))
-def _attribution(params, mel, tokens, refs, position_weights, contrast, *, dims, families, metric, precision):
+def attribution_batch(params, mels, tokens, refs: dict, position_weights, contrast=None, *,
+                      dims: Dims, families: tuple, metric: str = "logprob", mode: str = "interpolate",
+                      chunk: int | None = None, dtype=None, precision="highest"):
+    """:func:`attribution_patching` of B utterances in one compiled program, the batch split over
+    all devices (``chunk`` utterances per device at a time; None: all at once).
+
+    ``mels`` [B, n_mels, frames], ``tokens`` [B, T], ``refs`` {family: [B, L, ...]},
+    ``position_weights`` [B, T - 1], ``contrast`` [B, T - 1] or None ->
+    ``({family: [B, L, P]}, clean scores [B])``.
+    """
+    families, refs = _checked(metric, families, refs, mode, dims, jnp.shape(tokens)[1], len(mels))
+    return _attribution_many(params, mels, tokens, refs, position_weights, contrast, dims=dims,
+                             families=families, metric=metric, chunk=chunk,
+                             dtype=compute_dtype(dtype, params), precision=as_precision(precision))
+
+
+def _attribution_one(params, mel, tokens, refs, position_weights, contrast, *, dims, families, metric,
+                     dtype, precision):
     weights = {f: jnp.zeros((n_layers(FAMILIES[f], dims), local_masks(f, dims).shape[0])) for f in families}
 
     def fn(ws):
         edits = {FAMILIES[f]: interpolate(refs[f], 1.0, mask=weighted_mask(ws[f], local_masks(f, dims)))
                  for f in families}
         _, acts = forward(params, mel, tokens, dims=dims, edits=edits, capture=["decoder.ln_final"],
-                          precision=precision)
+                          dtype=dtype, precision=precision)
         return score(readout(acts["decoder.ln_final"], params, tokens, contrast), position_weights, metric)
 
     clean, grads = jax.value_and_grad(fn)(weights)
     return grads, clean
+
+
+_STATIC = ("dims", "families", "metric", "dtype", "precision")
+_attribution = jax.jit(_attribution_one, static_argnames=_STATIC)
+
+
+@functools.partial(jax.jit, static_argnames=_STATIC + ("chunk",))
+def _attribution_many(params, mels, tokens, refs, position_weights, contrast, *, chunk, **static):
+    one = lambda x: _attribution_one(params, *x, **static)
+    return map_chunks(jax.vmap(one), (mels, tokens, refs, position_weights, contrast), chunk)
 
 
 def sweep_effect(patched: dict, clean: dict, position_weights, metric: str = "logprob"):

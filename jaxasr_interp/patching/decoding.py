@@ -25,19 +25,24 @@ import numpy as np
 
 from jaxasr_interp.whisper.config import Dims
 from jaxasr_interp.whisper.decoding import greedy_decode, logit_bias
+from jaxasr_interp.core.dtypes import as_precision, compute_dtype
 from jaxasr_interp.core.edits import interpolate
-from jaxasr_interp.patching.sweeps import divisor, family_grid, reference_for
+from jaxasr_interp.core.sharding import map_chunks
+from jaxasr_interp.patching.sweeps import family_grid, reference_for
 from jaxasr_interp.whisper.text_metrics import compression_ratio, normalize, rate, word_errors, words
 
 
 def decode_sweep(params, audio_features, prompt, eot, refs: dict, weights: dict, *, dims: Dims,
-                 max_new_tokens: int, mode: str = "interpolate", chunk: int = 16, dtype=jnp.float32):
+                 max_new_tokens: int, mode: str = "interpolate", chunk: int = 16, dtype=None,
+                 precision="highest"):
     """Greedy ids [P, max_new_tokens] (end-of-text padded) of one utterance under P patches.
 
     ``audio_features`` [S, D] (clean encoder output), ``prompt`` [n_prompt] ids, ``refs``
     {decoder site: [L, T_ref, ...]} (unused for ``mode="zero"``), ``weights`` {site: [P, L, ...]}
     (alpha * mask of each patch, left-aligned like an edit mask). Plain argmax decoding, as
-    :func:`.api.transcribe`.
+    :func:`.api.transcribe`. The P patches are split over all devices, ``chunk`` per device at
+    a time (:func:`~jaxasr_interp.core.sharding.map_chunks`). ``dtype``: ``"float32"`` /
+    ``"bfloat16"`` (None: the parameters' own); ``precision``: the matmul precision.
     """
     for site in weights:
         if not site.startswith("decoder.") or site in ("decoder.cross_attn.k", "decoder.cross_attn.v"):
@@ -45,24 +50,27 @@ def decode_sweep(params, audio_features, prompt, eot, refs: dict, weights: dict,
     n_tokens = jnp.shape(prompt)[0] + max_new_tokens
     refs = {site: reference_for(mode, (refs or {}).get(site), site, dims, n_tokens) for site in weights}
     return _decode_sweep(params, audio_features, prompt, eot, refs, weights, dims=dims,
-                         max_new_tokens=max_new_tokens, chunk=chunk, dtype=dtype)
+                         max_new_tokens=max_new_tokens, chunk=chunk, dtype=compute_dtype(dtype, params),
+                         precision=as_precision(precision))
 
 
-@functools.partial(jax.jit, static_argnames=("dims", "max_new_tokens", "chunk", "dtype"))
-def _decode_sweep(params, audio_features, prompt, eot, refs, weights, *, dims, max_new_tokens, chunk, dtype):
+@functools.partial(jax.jit, static_argnames=("dims", "max_new_tokens", "chunk", "dtype", "precision"))
+def _decode_sweep(params, audio_features, prompt, eot, refs, weights, *, dims, max_new_tokens, chunk, dtype,
+                  precision):
     zeros = logit_bias(dims.n_vocab, ())
-    n_patch = next(iter(weights.values())).shape[0]
 
     def one(w):
         edits = {site: interpolate(refs[site], 1.0, mask=w[site]) for site in w}
         return greedy_decode(params, audio_features[None], prompt, eot, zeros, zeros, dims=dims,
-                             max_new_tokens=max_new_tokens, edits=edits, dtype=dtype)[0]
+                             max_new_tokens=max_new_tokens, edits=edits, dtype=dtype,
+                             precision=precision)[0]
 
-    return jax.lax.map(one, weights, batch_size=divisor(n_patch, chunk))
+    return map_chunks(jax.vmap(one), weights, chunk)
 
 
 def family_decode_sweep(params, audio_features, prompt, eot, ref, *, family: str, alphas, dims: Dims,
-                        max_new_tokens: int, mode: str = "interpolate", chunk: int = 16):
+                        max_new_tokens: int, mode: str = "interpolate", chunk: int = 16, dtype=None,
+                        precision="highest"):
     """Edited greedy ids of every (layer, head or whole layer, alpha) patch of a decoder family
     -> ``(ids [N, max_new_tokens], index [N, 3])``, index rows (layer, head or 0, alpha index)
     as :func:`.sweeps.family_grid`. ``ref``: the reference's stacked site (None for
@@ -70,7 +78,7 @@ def family_decode_sweep(params, audio_features, prompt, eot, ref, *, family: str
     site, weights, index = family_grid(family, dims, alphas)
     ids = decode_sweep(params, audio_features, prompt, eot, {} if ref is None else {site: ref},
                        {site: jnp.asarray(weights)}, dims=dims, max_new_tokens=max_new_tokens,
-                       mode=mode, chunk=chunk)
+                       mode=mode, chunk=chunk, dtype=dtype, precision=precision)
     return np.asarray(ids), index
 
 

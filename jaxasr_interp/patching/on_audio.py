@@ -16,6 +16,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
+from jaxasr_interp.core.dtypes import compute_dtype
 from jaxasr_interp.patching.decoding import behaviour, family_decode_sweep, ids_to_text
 from jaxasr_interp.patching.reference import reference_activations
 from jaxasr_interp.patching.sweeps import FAMILIES, component_sweep, is_head_family
@@ -50,7 +51,7 @@ def sweep_statistics(patched: dict, clean: dict, positions) -> dict:
 
 
 def sweep_audio(model, path, family: str, alphas, *, mode: str = "interpolate", reference=None,
-                width: int = 64):
+                width: int = 64, dtype=None, precision="highest"):
     """Sweep ``family`` over ``alphas`` on one audio file, teacher-forced on its transcript.
 
     The file is transcribed greedily (at most ``width`` tokens with prompt and end-of-text),
@@ -58,30 +59,36 @@ def sweep_audio(model, path, family: str, alphas, *, mode: str = "interpolate", 
     towards the ``reference`` run (None: seeded white noise; or an audio path) or, with
     ``mode="zero"``, ablated. Returns ``(ids, tokens, ref, stats)``: the transcript's token ids,
     the teacher-forced tokens ``[width]``, the reference's stacked site activations (None for
-    ``mode="zero"``) and :func:`sweep_statistics` (dict of ``[L, P, A]``)."""
+    ``mode="zero"``) and :func:`sweep_statistics` (dict of ``[L, P, A]``). ``dtype`` /
+    ``precision``: of the transcription and the sweep (None: the parameters' own dtype)."""
     tok, site = model.tokenizer, FAMILIES[family]
     n_prompt = len(tok.prompt())
-    ids = transcribe_ids(model, [path], batch_size=1, max_new_tokens=width - n_prompt - 1)[0]
+    numerics = dict(dtype=compute_dtype(dtype, model.params), precision=precision)
+    ids = transcribe_ids(model, [path], batch_size=1, max_new_tokens=width - n_prompt - 1, **numerics)[0]
     tokens = jnp.asarray(teacher_tokens(tok.prompt(), ids, tok.eot, width), jnp.int32)
-    ref = None if mode == "zero" else reference_activations(model, tokens, [site], reference)[site]
+    ref = None if mode == "zero" else reference_activations(model, tokens, [site], reference, **numerics)[site]
     mel = log_mel(load_audio(path), n_mels=model.dims.n_mels)
     patched, clean = component_sweep(model.params, mel, tokens, ref, jnp.asarray(alphas), dims=model.dims,
-                                     family=family, mode=mode)
+                                     family=family, mode=mode, **numerics)
     positions = transcript_positions(width, n_prompt, n_prompt + len(ids) + 1)
     return ids, tokens, ref, sweep_statistics(patched, clean, positions)
 
 
-def decode_audio(model, path, family: str, tokens, ref, alpha: float, *, mode: str = "interpolate") -> list[dict]:
+def decode_audio(model, path, family: str, tokens, ref, alpha: float, *, mode: str = "interpolate",
+                 dtype=None, precision="highest") -> list[dict]:
     """Edited greedy transcripts of one audio file, one per component of a decoder ``family``
     patched at ``alpha`` (``tokens`` and ``ref`` from :func:`sweep_audio`; decoding is limited
     to the transcript's width). Each row: ``layer``, ``head`` (None for layer families),
-    ``alpha`` and :func:`.decoding.behaviour` of the transcript against the clean one."""
+    ``alpha`` and :func:`.decoding.behaviour` of the transcript against the clean one.
+    ``dtype`` / ``precision`` as :func:`sweep_audio`."""
     dims, tok = model.dims, model.tokenizer
     n_prompt = len(tok.prompt())
-    feats = encode_batch(model.params, log_mel(load_audio(path), n_mels=dims.n_mels)[None], dims=dims)[0]
+    numerics = dict(dtype=compute_dtype(dtype, model.params), precision=precision)
+    feats = encode_batch(model.params, log_mel(load_audio(path), n_mels=dims.n_mels)[None], dims=dims,
+                         **numerics)[0]
     ids, index = family_decode_sweep(model.params, feats, jnp.asarray(tok.prompt(), jnp.int32), tok.eot, ref,
                                      family=family, alphas=[alpha], dims=dims, mode=mode,
-                                     max_new_tokens=tokens.shape[0] - n_prompt - 1)
+                                     max_new_tokens=tokens.shape[0] - n_prompt - 1, **numerics)
     clean = tok.decode(list(np.asarray(tokens[n_prompt:])))
     heads = is_head_family(family)
     return [dict(layer=int(layer), head=int(head) if heads else None, alpha=alpha,

@@ -24,6 +24,10 @@ log-probability and rank-1 token at every position, and the logit of a ``contras
 (e.g. the acoustically correct word where the model wrote the contextual one), so the logit
 difference is ``logit - contrast_logit``. Behavioural metrics (edited greedy decoding) live in
 :mod:`.decoding`. Every sweep's patch weights come from :mod:`jaxasr_interp.core.grid`.
+
+On several devices every sweep splits its patches over all of them
+(:func:`jaxasr_interp.core.sharding.map_chunks`; one device: exactly the former ``lax.map``),
+and takes parameters split FSDP-style (:func:`jaxasr_interp.whisper.sharding.shard_params`).
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxasr_interp.core.dtypes import as_precision, compute_dtype
 from jaxasr_interp.core.grid import patch_grid
+from jaxasr_interp.core.sharding import divisor, map_chunks  # noqa: F401 (divisor: its old home)
 from jaxasr_interp.whisper.config import Dims
 from jaxasr_interp.core.edits import interpolate, zero
 from jaxasr_interp.whisper.model import decode, encode
@@ -90,9 +96,9 @@ def clean_token_logits(params, tokens, audio_features, *, dims: Dims, edits=None
     return _clean_logits(acts["decoder.ln_final"], params, tokens)
 
 
-@functools.partial(jax.jit, static_argnames=("dims", "site", "dtype", "precision"))
 def head_sweep(params, tokens, audio_features, ref, alphas, *, dims: Dims,
-               site: str = "decoder.cross_attn.z", dtype=jnp.float32, precision="highest"):
+               site: str = "decoder.cross_attn.z", chunk: int | None = None, dtype=None,
+               precision="highest"):
     """Patch every (layer, head) of ``site`` towards ``ref`` at every alpha, one compiled pass.
 
     ``tokens`` [T], ``audio_features`` [S, D] (the clean encoder output, computed once),
@@ -100,10 +106,19 @@ def head_sweep(params, tokens, audio_features, ref, alphas, *, dims: Dims,
     unpatched ones [T - 1]).
 
     A patch at layer l resumes the decoder at l from the clean ``resid_pre[l]`` (layers below
-    are unchanged), so the sweep costs about (L + 1) / 2 layers per patch, not L.
+    are unchanged), so the sweep costs about (L + 1) / 2 layers per patch, not L. Each layer's
+    H x A patches are split over all devices (:func:`~jaxasr_interp.core.sharding.map_chunks`),
+    ``chunk`` per device at a time (None: all at once). ``dtype``: ``"float32"`` /
+    ``"bfloat16"`` (None: the parameters' own, :func:`~jaxasr_interp.core.dtypes.compute_dtype`).
     """
     if site not in _HEAD_SITES:
         raise ValueError(f"head_sweep patches per-head token sites {_HEAD_SITES}, got {site!r}")
+    return _head_sweep(params, tokens, audio_features, ref, alphas, dims=dims, site=site, chunk=chunk,
+                       dtype=compute_dtype(dtype, params), precision=as_precision(precision))
+
+
+@functools.partial(jax.jit, static_argnames=("dims", "site", "chunk", "dtype", "precision"))
+def _head_sweep(params, tokens, audio_features, ref, alphas, *, dims, site, chunk, dtype, precision):
     n_layer, n_head = n_layers(site, dims), dims.n_text_head
     kw = dict(dims=dims, dtype=dtype, precision=precision)
     cross = cross_kv_stack(params, audio_features, **kw)  # once, shared by every patch
@@ -117,9 +132,9 @@ def head_sweep(params, tokens, audio_features, ref, alphas, *, dims: Dims,
                                   capture=["decoder.ln_final"], **kw)
             return _clean_logits(acts["decoder.ln_final"], params, tokens)
 
-        weights, _ = patch_grid(head_local_masks(n_head), n_layer, alphas, layers=[layer])
-        weights = weights.reshape((n_head, alphas.shape[0]) + weights.shape[1:])  # [H, A, L, 1, H]
-        out.append(jax.vmap(jax.vmap(one))(weights))
+        weights, _ = patch_grid(head_local_masks(n_head), n_layer, alphas, layers=[layer])  # [H * A, L, 1, H]
+        logits = map_chunks(jax.vmap(one), weights, chunk)
+        out.append(logits.reshape((n_head, alphas.shape[0]) + logits.shape[1:]))
     return jnp.stack(out), _clean_logits(clean["decoder.ln_final"], params, tokens)
 
 
@@ -186,41 +201,37 @@ def reference_for(mode: str, ref, site: str, dims: Dims, n_tokens: int):
     return ref
 
 
-def divisor(n: int, chunk: int) -> int:
-    """The largest divisor of ``n`` not above ``chunk``: ``lax.map`` then needs no remainder
-    pass, which would compile the whole patch body a second time."""
-    return max(d for d in range(1, max(1, min(n, chunk)) + 1) if n % d == 0)
-
-
 def _sweep_layers(run_layer, local, alphas, n_layer: int, chunk: int):
-    """Static loop over layers; in each, a chunked ``lax.map`` over that layer's (patch,
-    alpha) grid."""
+    """Static loop over layers; in each, that layer's (patch, alpha) grid in chunks, split over
+    all devices (:func:`~jaxasr_interp.core.sharding.map_chunks`)."""
     out = []
     for layer in range(n_layer):
         weights, _ = patch_grid(local, n_layer, alphas, layers=[layer])
-        res = jax.lax.map(functools.partial(run_layer, layer), weights,
-                          batch_size=divisor(weights.shape[0], chunk))
+        res = map_chunks(jax.vmap(functools.partial(run_layer, layer)), weights, chunk)
         out.append(jax.tree_util.tree_map(
             lambda x: x.reshape((local.shape[0], alphas.shape[0]) + x.shape[1:]), res))
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *out)
 
 
 def component_sweep(params, mel, tokens, ref, alphas, contrast=None, *, dims: Dims, family: str,
-                    mode: str = "interpolate", chunk: int = 8, dtype=jnp.float32,
-                    precision="highest"):
+                    mode: str = "interpolate", chunk: int = 8, dtype=None, precision="highest"):
     """Patch every component of ``family`` at every alpha: one compiled program.
 
     ``mel`` [n_mels, frames], ``tokens`` [T], ``ref`` the reference's stacked site
     ([L, ...]; ignored when ``mode="zero"``), ``alphas`` [A], ``contrast`` [T - 1] token ids or
     None -> ``(patched, clean)``: dicts of :func:`readout` metrics, patched ones
     ``[L, P, A, T - 1]`` (P = heads for head families, else 1), clean ones ``[T - 1]``.
-    ``chunk`` patches run at once (memory: an encoder patch holds a 30 s encoder's activations).
-    Zero ablation is interpolation towards zeros: the same compiled program.
+    ``chunk`` patches run at once (memory: an encoder patch holds a 30 s encoder's activations),
+    on each device: each chunk is split over all devices
+    (:func:`~jaxasr_interp.core.sharding.map_chunks`). Zero ablation is interpolation towards
+    zeros: the same compiled program. ``dtype``: ``"float32"`` / ``"bfloat16"`` (None: the
+    parameters' own); ``precision``: the matmul precision (:mod:`jaxasr_interp.core.dtypes`).
     """
     family = family_of(family)
     ref = reference_for(mode, ref, FAMILIES[family], dims, jnp.shape(tokens)[0])
     return _component_sweep(params, mel, tokens, ref, alphas, contrast, dims=dims, family=family,
-                            chunk=chunk, dtype=dtype, precision=precision)
+                            chunk=chunk, dtype=compute_dtype(dtype, params),
+                            precision=as_precision(precision))
 
 
 @functools.partial(jax.jit, static_argnames=("dims", "family", "chunk", "dtype", "precision"))
