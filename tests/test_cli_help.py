@@ -45,8 +45,8 @@ def test_the_walk_finds_every_command_and_experiment():
     assert {"transcribe", "convert", "logit-lens", "encoder-lens", "patch", "probe", "report",
             "experiment", "experiment repetition", "experiment contextual-bias",
             "experiment probe-gender", "experiment probe-hallucination", "experiment attention-window",
-            "experiment alignment-heads"} <= names
-    assert len(names) >= 18  # the root, 8 commands, 9 experiments (today)
+            "experiment alignment-heads", "sae", "sae train", "sae inspect"} <= names
+    assert len(names) >= 21  # the root, 9 commands, 9 experiments, 2 sae subcommands (today)
 
 
 @pytest.mark.parametrize("path", [path for path, _ in COMMANDS], ids=IDS)

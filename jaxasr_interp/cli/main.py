@@ -214,7 +214,7 @@ def _register_convert(sub) -> None:
     p.set_defaults(run=_convert)
 
 
-COMMAND_MODULES = ("lens", "probe", "patch", "report")
+COMMAND_MODULES = ("lens", "probe", "patch", "report", "sae", "beyond")
 
 
 def _command_modules():

@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxasr_interp.core.dtypes import as_dtype, as_precision, storage_dtype
 from jaxasr_interp.core.resumable import chunk_path, finished_chunks, read_manifest, resumable_run
 from jaxasr_interp.core.sites import axes
 from jaxasr_interp.probes.features import audio_positions
@@ -66,53 +67,54 @@ def check_sites(sites: Sequence[str], dims) -> str:
     return stacks.pop()
 
 
-@functools.partial(jax.jit, static_argnames=("dims", "sites", "layers"))
-def _encoder_acts(params, mels, *, dims, sites, layers):
+@functools.partial(jax.jit, static_argnames=("dims", "sites", "layers", "dtype", "precision"))
+def _encoder_acts(params, mels, *, dims, sites, layers, dtype=jnp.float32, precision="highest"):
     def one(mel):
-        _, acts = encode(params, mel, dims=dims, capture=sites)
+        _, acts = encode(params, mel, dims=dims, capture=sites, dtype=dtype, precision=precision)
         return {s: acts[s][jnp.asarray(layers)] for s in sites}
     return jax.vmap(one)(mels)
 
 
-@functools.partial(jax.jit, static_argnames=("dims", "sites", "layers"))
-def _decoder_acts(params, audio_features, tokens, *, dims, sites, layers):
+@functools.partial(jax.jit, static_argnames=("dims", "sites", "layers", "dtype", "precision"))
+def _decoder_acts(params, audio_features, tokens, *, dims, sites, layers, dtype=jnp.float32, precision="highest"):
     def one(af, toks):
-        _, acts = decode(params, toks, af, dims=dims, capture=sites)
+        _, acts = decode(params, toks, af, dims=dims, capture=sites, dtype=dtype, precision=precision)
         return {s: acts[s][jnp.asarray(layers)] for s in sites}
     return jax.vmap(one)(audio_features, tokens)
 
 
-@functools.partial(jax.jit, static_argnames=("dims", "max_new_tokens"))
-def _greedy(params, mels, prompt, eot, *, dims, max_new_tokens):
-    af = jax.vmap(lambda m: encode(params, m, dims=dims)[0])(mels)
+@functools.partial(jax.jit, static_argnames=("dims", "max_new_tokens", "dtype", "precision"))
+def _greedy(params, mels, prompt, eot, *, dims, max_new_tokens, dtype=jnp.float32, precision="highest"):
+    af = jax.vmap(lambda m: encode(params, m, dims=dims, dtype=dtype, precision=precision)[0])(mels)
     bias = logit_bias(dims.n_vocab, ())
-    return af, greedy_decode(params, af, prompt, eot, bias, bias, dims=dims, max_new_tokens=max_new_tokens)
+    return af, greedy_decode(params, af, prompt, eot, bias, bias, dims=dims, max_new_tokens=max_new_tokens,
+                             dtype=dtype, precision=precision)
 
 
-def _spans(model, mels, audios, settings) -> tuple[list, dict]:
+def _spans(model, mels, audios, settings, numerics) -> tuple[list, dict]:
     """Each clip's (start, end) positions to store and the captured sites ``[C, L, T, ...]``."""
     dims, sites, layers = model.dims, settings["sites"], settings["layers"]
     if settings["stack"] == "encoder":
-        acts = _encoder_acts(model.params, mels, dims=dims, sites=sites, layers=layers)
+        acts = _encoder_acts(model.params, mels, dims=dims, sites=sites, layers=layers, **numerics)
         return [(0, audio_positions(a.size, dims.n_audio_ctx)) for a in audios], acts
     tok = model.tokenizer
     prompt = tok.prompt()
     af, ids = _greedy(model.params, mels, jnp.asarray(prompt, jnp.int32), tok.eot, dims=dims,
-                      max_new_tokens=settings["max_new_tokens"])
+                      max_new_tokens=settings["max_new_tokens"], **numerics)
     ids = np.asarray(ids)
     width = min(dims.n_text_ctx, len(prompt) + ids.shape[1] + 1)
     tokens = np.asarray([teacher_tokens(prompt, row, tok.eot, width) for row in ids], np.int32)
-    acts = _decoder_acts(model.params, af, jnp.asarray(tokens), dims=dims, sites=sites, layers=layers)
+    acts = _decoder_acts(model.params, af, jnp.asarray(tokens), dims=dims, sites=sites, layers=layers, **numerics)
     spans = [(len(prompt) - 1, len(prompt) + len(cut_at_eot(row, tok.eot))) for row in ids]
     return spans[: len(audios)], acts
 
 
-def _chunk_rows(model, chunk, *, settings) -> dict:
+def _chunk_rows(model, chunk, *, settings, numerics) -> dict:
     """One shard: the kept rows of a chunk of ``(index, path)`` clips, shuffled."""
     audios = [load_audio(path) for _, path in chunk]
     mels = [log_mel(a, n_mels=model.dims.n_mels) for a in audios]
     mels = jnp.stack(mels + [mels[-1]] * (settings["chunk_size"] - len(mels)))  # one program
-    spans, acts = _spans(model, mels, audios, settings)
+    spans, acts = _spans(model, mels, audios, settings, numerics)
     acts = jax.device_get(acts)
     keep, seed, clips, positions = settings["keep"], settings["seed"], [], []
     for (index, _), (start, end) in zip(chunk, spans):
@@ -134,10 +136,13 @@ def _chunk_rows(model, chunk, *, settings) -> dict:
 def write_activations(model, audio, out_dir, *, sites: Sequence[str] = ("encoder.resid_post",),
                       layers: Sequence[int] | None = None, keep: float = 1.0, seed: int = 0,
                       chunk_size: int = 8, dtype: str = "float32", max_new_tokens: int | None = None,
-                      progress: bool = True, limit_chunks: int | None = None) -> Path:
+                      progress: bool = True, limit_chunks: int | None = None, compute_dtype=jnp.float32,
+                      precision: str | None = "highest") -> Path:
     """Stream the activations of ``sites`` (one stack; ``layers`` of it, default all) over the
     clips ``audio`` (paths) into ``out_dir`` (module docstring). ``limit_chunks`` stops after
-    that many new shards (a time box: a rerun continues)."""
+    that many new shards (a time box: a rerun continues). ``compute_dtype`` / ``precision``:
+    the model's (:mod:`jaxasr_interp.core.dtypes`; None: the parameters' storage dtype);
+    ``dtype`` is the stored arrays'."""
     items = [str(a) for a in audio]
     if not items:
         raise ValueError("no audio items to store activations of")
@@ -154,10 +159,13 @@ def write_activations(model, audio, out_dir, *, sites: Sequence[str] = ("encoder
                     dtype=dtype, max_new_tokens=max_new_tokens or model.dims.n_text_ctx // 2)
     key = dict(format=FORMAT, model=model.source, dims=dataclasses.asdict(model.dims), items=items,
                **{k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()})
+    numerics = dict(dtype=as_dtype(compute_dtype) or storage_dtype(model.params), precision=as_precision(precision))
+    if numerics != dict(dtype=jnp.float32, precision="highest"):  # the defaults stay out: old stores resume
+        key.update(compute_dtype=jnp.dtype(numerics["dtype"]).name, precision=numerics["precision"])
     indexed = list(enumerate(items))
     chunks = [indexed[i:i + chunk_size] for i in range(0, len(items), chunk_size)]
-    resumable_run(functools.partial(_chunk_rows, model, settings=settings), chunks, out_dir, key=key,
-                  store="npz", limit=limit_chunks, progress=progress, desc="activations", what=WHAT)
+    resumable_run(functools.partial(_chunk_rows, model, settings=settings, numerics=numerics), chunks, out_dir,
+                  key=key, store="npz", limit=limit_chunks, progress=progress, desc="activations", what=WHAT)
     return Path(out_dir)
 
 
