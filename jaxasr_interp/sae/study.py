@@ -205,7 +205,7 @@ def markdown(result: dict) -> str:
              f"frames of `encoder.resid_post`; {result['seconds']['total']:.0f} s wall, "
              f"{_total(result['cpu_seconds']):.0f} s CPU "
              f"(wall / CPU: {_parts(result)}).", "",
-             "| layer | latents | k | FVU | L0 | dead |", "|---|---|---|---|---|---|"]
+             "| layer | latents | k | FVU (in-sample) | L0 | dead |", "|---|---|---|---|---|---|"]
     lines += [f"| {s['layer']} | {s['d_sae']} | {s['k']} | {s['fvu']:.3f} | {s['l0']:.1f} | "
               f"{100 * s['dead']:.1f}% |" for s in result["saes"]]
     lines += ["", "| target (positive, n) | layer | best latent: AUROC (in-sample) | best single latent, "
