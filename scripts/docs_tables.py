@@ -32,7 +32,8 @@ MARKER = re.compile(r"(<!-- table:(?P<name>\S+) (?P<source>\S+) -->\n)(?P<body>.
 TABLES: dict[str, Callable[[dict], str]] = {}
 # Experiments that render their own tables: marker-name prefix -> "module:function(results)".
 MODULE_TABLES = {"lenses_": "jaxasr_interp.experiments.lenses_report:docs_table",
-                 "contextual_bias_": "jaxasr_interp.experiments.contextual_bias_controls_report:docs_table"}
+                 "contextual_bias_": "jaxasr_interp.experiments.contextual_bias_controls_report:docs_table",
+                 "sae_study_": "jaxasr_interp.sae.study:markdown"}
 
 
 def table(name: str):

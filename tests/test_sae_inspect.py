@@ -120,6 +120,25 @@ def test_ablation_removes_exactly_the_latents_contribution():
     np.testing.assert_allclose(every, x - (z @ params["W_dec"] + params["b_dec"]) + params["b_dec"], rtol=1e-4, atol=1e-4)
 
 
+def test_single_latent_statistics_against_brute_force():
+    from jaxasr_interp.sae.separation import auroc, best_thresholds, cv_single_latent, predict
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 41)
+    x = np.round(rng.standard_normal((41, 7)), 1)  # ties included
+    x[:, 3] += 3 * y
+    x[:, 5] -= 2 * y
+    pos, neg = x[y == 1], x[y == 0]
+    pairs = (pos[:, None] > neg[None]).mean((0, 1)) + 0.5 * (pos[:, None] == neg[None]).mean((0, 1))
+    np.testing.assert_allclose(auroc(x, y), pairs)
+    acc, thr, sign = best_thresholds(x, y)
+    for j in range(7):
+        cuts = np.concatenate([[-np.inf], np.unique(x[:, j])])
+        best = max(max(((x[:, j] > t) == y).mean(), ((x[:, j] <= t) == y).mean()) for t in cuts)
+        assert acc[j] == pytest.approx(best) and (predict(x[:, j], thr[j], sign[j]) == y).mean() == pytest.approx(best)
+    correct, chosen = cv_single_latent(x, y, seeds=(0, 1))
+    assert correct.mean() > 0.8 and np.bincount(chosen).argmax() == 3 and len(chosen) == 10  # 5 folds x 2 seeds
+
+
 def test_steering_alpha_zero_is_identity_and_large_alpha_changes_the_transcript():
     model = jai.load("tiny.en")
     path = str(jai.sample_path("sense_and_sensibility_01_austen_64kb-0880.wav"))
@@ -193,3 +212,15 @@ def test_study_at_a_tiny_size_writes_its_schema(model, tmp_path):
     assert set(saved["seconds"]) == set(saved["cpu_seconds"]) == {"data", "store_and_train", "detection",
                                                                   "hallucinations", "total"}
     assert "| target (positive, n) |" in study.markdown(saved)
+
+
+def test_sae_train_finds_the_audio_in_directories(tmp_path):
+    from jaxasr_interp.cli.sae import audio_files
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("a/x.wav", "a/b/y.FLAC", "a/notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    assert audio_files([str(tmp_path / "a"), "z.wav"]) == [str(tmp_path / "a/b/y.FLAC"), str(tmp_path / "a/x.wav"),
+                                                         "z.wav"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no audio files"):
+        audio_files([str(tmp_path / "empty")])

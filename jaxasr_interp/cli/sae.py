@@ -67,7 +67,7 @@ def _train(args) -> int:
 
     if args.steps < 1:
         raise ValueError(f"--steps must be at least 1, got {args.steps}")
-    paths = audio_files(args.audio)
+    paths = [str(Path(p).absolute()) for p in audio_files(args.audio)]  # the store names its clips
     check_files(paths)
     out = Path(args.out)
     model = load(args.model, dtype=args.dtype)

@@ -51,7 +51,8 @@ def _snippets(model, sae, top, paths, latent, seconds, n_traces, out, numerics):
     rows, figs, nums = [], [], []
     for rank, (value, clip, pos) in enumerate(top.of(latent)):
         item = dict(rank=rank + 1, activation=value, clip=clip, path=paths[clip], pos=pos)
-        trace = latent_trace(model, sae, paths[clip], [latent], **numerics) if rank < n_traces or not encoder else None
+        traced = rank < n_traces or not encoder  # decoder sites: the trace labels the token
+        trace = latent_trace(model, sae, paths[clip], [latent], **numerics) if traced else None
         if encoder:
             wave, start = snippet(paths[clip], pos, seconds)
             item.update(time=(pos + 0.5) * 0.02, snippet_start=start)

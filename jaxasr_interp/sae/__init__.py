@@ -14,6 +14,7 @@ from jaxasr_interp.sae.store import ActivationStore, write_activations
 from jaxasr_interp.sae.train import TrainedSAE, train_saes
 
 __all__ = ["ActivationStore", "KINDS", "SAEConfig", "TrainedSAE", "ablation_delta", "clip_means", "decode",
-           "edited_features", "edited_transcripts", "edited_transcripts_many", "encode", "evaluate", "init_params", "latent_trace", "load_sae", "load_saelens",
-           "reconstruct", "save_sae", "save_saelens", "snippet", "splice_cost", "steering_edit", "token_attribution",
-           "top_activations", "train_saes", "write_activations"]
+           "edited_features", "edited_transcripts", "edited_transcripts_many", "encode", "evaluate",
+           "init_params", "latent_trace", "load_sae", "load_saelens", "reconstruct", "save_sae",
+           "save_saelens", "snippet", "splice_cost", "steering_edit", "token_attribution", "top_activations",
+           "train_saes", "write_activations"]

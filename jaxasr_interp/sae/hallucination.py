@@ -78,7 +78,8 @@ def condition(runs, clean: dict, names) -> dict:
     changed = np.mean([[a.strip() != b.strip() for a, b in zip(texts, clean["texts"])] for texts in runs], axis=0)
     out["changed"] = interval(bootstrap_ci(changed), len(changed))
     diff = [i for i, t in enumerate(runs[0]) if t.strip() != clean["texts"][i].strip()][:3]
-    out["examples"] = [dict(clip=names[i], clean=clean["texts"][i].strip(), edited=runs[0][i].strip()) for i in diff]
+    out["examples"] = [dict(clip=names[i], clean=clean["texts"][i].strip(), edited=runs[0][i].strip())
+                       for i in diff]
     return out
 
 
@@ -106,7 +107,15 @@ def _plan(stats, sp, ns, cfg, rng) -> tuple[dict, dict]:
                 nonspeech_latents=nonspeech_lat, nonspeech_auroc=r4(au[nonspeech_lat]),
                 nonspeech_mean=r4(mean_ns[nonspeech_lat]), control_ablate=ctrl_ab,
                 control_ablate_mean=[r4(mean_ns[c]) for c in ctrl_ab])
+    info.update(averages(info))
     return conds, info
+
+
+def averages(info: dict) -> dict:
+    """The mean activation on non-speech of the ablated latents and of each control draw (of the
+    rounded per-latent values the results file holds, so the docs can quote them)."""
+    return dict(nonspeech_mean_avg=round(float(np.mean(info["nonspeech_mean"])), 4),
+                control_ablate_mean_avg=[round(float(np.mean(m)), 4) for m in info["control_ablate_mean"]])
 
 
 def edited_runs(model, sae, stats, speech, cfg: dict, clean_texts) -> dict:

@@ -111,8 +111,8 @@ def top_activations(store, sae, *, k: int = 8, distinct_clips: bool = True, site
     """Every latent's ``k`` largest stored rows (module docstring); ``sae`` a
     :class:`~.train.TrainedSAE` or ``(params, config)`` reading ``config.layer``."""
     params, cfg = as_pair(sae)
-    empty = np.zeros((cfg.d_sae, 0), np.float32), np.zeros((cfg.d_sae, 0), np.int64), np.zeros((cfg.d_sae, 0), np.int64)
-    best, fires, n_rows = empty, np.zeros(cfg.d_sae, np.int64), 0
+    best = (np.zeros((cfg.d_sae, 0), np.float32),) + (np.zeros((cfg.d_sae, 0), np.int64),) * 2  # values, clip, pos
+    fires, n_rows = np.zeros(cfg.d_sae, np.int64), 0
     for i in range(store.n_shards):
         x, clip, pos = _layer_rows(store, i, cfg, site)
         z = encode_rows(params, x, cfg)

@@ -4,7 +4,8 @@
   the SAE's site, every position (the data is ``[1, 1, D]``, one row broadcast over layers'
   positions), for ``jai.transcribe(model, audio, edits={site: edit})``, ``jai.encode`` /
   ``jai.decode`` or greedy decoding (a decoder-site edit without a position axis acts on every
-  generated token). ``alpha = 0`` is the identity.
+  generated token). ``alpha = 0`` is the identity. For a head site (``attn.z``, stored flattened
+  to ``H * dh``) reshape the direction to ``[H, dh]`` and use ``jai.add`` directly.
 * **Ablation** of latents (:func:`ablation_delta`): subtract their contribution ``z_i(a) W_dec[i]``
   from the activation ``a``, leaving the rest of ``a`` (the other latents *and* the SAE's
   reconstruction error) as it is. It is a fixed ``add`` computed from a clean capture, like

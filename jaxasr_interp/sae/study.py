@@ -234,22 +234,9 @@ def markdown(result: dict) -> str:
                      f"{layer['control_steer']} (alphas {layer['control_alpha']}); ablated the "
                      f"{len(layer['nonspeech_latents'])} latents of lowest AUROC (from "
                      f"{min(layer['nonspeech_auroc']):.2f} to {max(layer['nonspeech_auroc']):.2f}; mean activation "
-                     f"on non-speech {np.mean(layer['nonspeech_mean']):.3f}), controls of mean activation "
-                     f"{[round(float(np.mean(c)), 3) for c in layer['control_ablate_mean']]}.")
+                     f"on non-speech {layer['nonspeech_mean_avg']:.3f}), controls of mean activation "
+                     f"{', '.join(f'{m:.3f}' for m in layer['control_ablate_mean_avg'])}.")
     return "\n".join(lines)
-
-
-BEGIN, END = "<!-- sae_study:{model}:begin -->", "<!-- sae_study:{model}:end -->"
-
-
-def write_docs(result: dict, docs) -> None:
-    """Replace the text between the model's markers in ``docs`` with :func:`markdown`."""
-    path, begin, end = Path(docs), BEGIN.format(model=result["model"]), END.format(model=result["model"])
-    text = path.read_text()
-    if begin not in text or end not in text:
-        raise ValueError(f"{path} has no {begin} ... {end} markers")
-    head, rest = text.split(begin, 1)
-    path.write_text(head + begin + "\n" + markdown(result) + "\n" + end + rest.split(end, 1)[1])
 
 
 def main(argv=None) -> dict:
@@ -262,7 +249,6 @@ def main(argv=None) -> dict:
         parser.add_argument(f"--{key.replace('_', '-')}", type=int, default=DEFAULTS[key])
     parser.add_argument("--layers", default=None, help="comma-separated encoder layers (default: middle, last)")
     parser.add_argument("--markdown", action="store_true", help="print the tables of an existing results file")
-    parser.add_argument("--docs", default=None, help="also write the tables into this file's markers")
     args = parser.parse_args(argv)
     path = Path(args.out) / f"sae_study_{Path(args.model).name}.json"
     if args.markdown:
@@ -273,8 +259,6 @@ def main(argv=None) -> dict:
         layers = None if args.layers is None else [int(v) for v in args.layers.split(",")]
         result = run(jai.load(args.model), args.out, work=args.work, layers=layers, **config)
     print(markdown(result))
-    if args.docs:
-        write_docs(result, args.docs)
     return result
 
 
