@@ -45,7 +45,8 @@ BF16 = jnp.dtype(jnp.bfloat16)
 # the required arguments of the commands that need more than --out
 REQUIRED = {"transcribe": [], "logit-lens": ["a.wav", "--out", "x"], "encoder-lens": ["a.wav", "--out", "x"],
             "patch": ["a.wav", "--site", "decoder.block", "--out", "x"],
-            "probe": ["--data", "d", "--target", "t", "--out", "x"]}
+            "probe": ["--data", "d", "--target", "t", "--out", "x"],
+            "sae train": ["a.wav", "--out", "x"], "sae inspect": ["sae", "--latent", "0", "--out", "x"]}
 
 
 def leaves(tree):
@@ -141,13 +142,17 @@ def test_transcribe_in_bfloat16(tiny_bf16, tiny, jfk, capsys):
 
 
 def test_every_command_that_runs_the_model_takes_dtype_and_precision():
-    parser = build_parser()
-    subs = {name: p for a in parser._actions if isinstance(a, argparse._SubParsersAction)
-            for name, p in a.choices.items()}
-    experiments = {name: p for a in subs["experiment"]._actions if isinstance(a, argparse._SubParsersAction)
-                   for name, p in a.choices.items()}
-    runs = {**{k: v for k, v in subs.items() if k not in ("convert", "experiment")}, **experiments}
-    assert len(runs) >= 13
+    def children(parser):
+        return {name: p for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+                for name, p in a.choices.items()}
+
+    subs = children(build_parser())
+    nested = {"experiment": "{}", "sae": "sae {}"}  # commands whose subcommands run the model
+    runs = {k: v for k, v in subs.items() if k not in ("convert", *nested)}
+    for group, label in nested.items():
+        runs.update({label.format(name): p for name, p in children(subs[group]).items()})
+    runs.pop("all")  # reproduces the docs' float32 numbers: its steps fix the numerics
+    assert len(runs) >= 15 and {"sae train", "sae inspect", "attention-window", "repetition"} <= set(runs)
     for name, p in runs.items():
         args = p.parse_args(["--dtype", "bfloat16", "--precision", "high"] + REQUIRED.get(name, ["--out", "x"]))
         assert numerics(args) == {"dtype": jnp.bfloat16, "precision": "high"}, name

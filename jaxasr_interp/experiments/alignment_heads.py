@@ -89,14 +89,14 @@ def monotonicity(pattern) -> dict[str, np.ndarray]:
             "forward": (np.diff(peak, axis=-1) > 0).mean(-1)}
 
 
-def clip_patterns(model, clips: list[Clip], *, max_new_tokens: int = 64,
-                  delay: int = DELAY_FRAMES) -> list[tuple[np.ndarray, np.ndarray]]:
+def clip_patterns(model, clips: list[Clip], *, max_new_tokens: int = 64, delay: int = DELAY_FRAMES,
+                  precision: str | None = "highest") -> list[tuple[np.ndarray, np.ndarray]]:
     """Each clip's cross-attention ``[L, H, T_text, S_speech]`` on its own greedy transcript,
     and the same tokens' attention with the clip delayed by ``delay`` frames of digital silence
     ``[L, H, T_text, delay + S_speech]``."""
     tok = model.tokenizer
     ids = jai.transcribe_ids(model, [c.audio for c in clips], batch_size=len(clips),
-                             max_new_tokens=max_new_tokens)
+                             max_new_tokens=max_new_tokens, precision=precision)
     prompt = tok.prompt(language="en")
     width = max(len(prompt) + len(i) + 1 for i in ids)  # one width: one compiled program
     out = []
@@ -108,7 +108,8 @@ def clip_patterns(model, clips: list[Clip], *, max_new_tokens: int = 64,
         both = []
         for audio, cols in ((clip.audio, frames), (np.concatenate([silence, clip.audio]), delay + frames)):
             mel = jai.log_mel(audio, n_mels=model.dims.n_mels)
-            _, acts = jai.forward(model.params, mel, tokens, dims=model.dims, capture=[SITE])
+            _, acts = jai.forward(model.params, mel, tokens, dims=model.dims, capture=[SITE],
+                                  dtype=model.dtype, precision=precision)
             both.append(np.asarray(acts[SITE][:, :, rows, :min(cols, model.dims.n_audio_ctx)]))
         out.append(tuple(both))
     return out
@@ -150,12 +151,13 @@ def overlap(ranking: list[tuple[int, int]], published: np.ndarray) -> dict:
 
 
 def run(model, clips: list[Clip] | None = None, *, name: str | None = None, max_new_tokens: int = 64,
-        min_tokens: int = 3, n_boot: int = 1000, seed: int = 0, out=None) -> dict:
+        min_tokens: int = 3, n_boot: int = 1000, seed: int = 0, out=None,
+        precision: str | None = "highest") -> dict:
     """Score every head on ``clips`` (those with at least ``min_tokens`` text tokens); write
     ``out/alignment_heads_<name>.json`` when ``out`` is given. Returns the results dict."""
     clips = speech_clips() if clips is None else clips
     name = name or Path(str(model.source)).name
-    pairs = clip_patterns(model, clips, max_new_tokens=max_new_tokens)
+    pairs = clip_patterns(model, clips, max_new_tokens=max_new_tokens, precision=precision)
     used = [i for i, (p, _) in enumerate(pairs) if p.shape[-2] >= min_tokens]
     rng = np.random.default_rng(seed)
     scores = {m: np.stack([monotonicity(pairs[i][0])[m] for i in used]) for m in MONOTONIC}

@@ -126,13 +126,13 @@ def _scores(errors, words, clean_errors, *, n_boot: int, seed: int) -> dict:
 
 def run(model, clips: list[Clip] | None = None, *, name: str | None = None, ks=KS,
         max_new_tokens: int = 48, n_boot: int = 1000, seed: int = 0, out=None,
-        progress: bool = True) -> dict:
+        progress: bool = True, precision: str | None = "highest") -> dict:
     """Transcribe ``clips`` clean and under every cell of :func:`conditions`; write
     ``out/attention_window_<name>.json`` when ``out`` is given. Returns the results dict."""
     clips = speech_clips() if clips is None else clips
     name = name or Path(str(model.source)).name
     audio, n_ctx = [c.audio for c in clips], model.dims.n_audio_ctx
-    settings = dict(batch_size=len(clips), max_new_tokens=max_new_tokens)
+    settings = dict(batch_size=len(clips), max_new_tokens=max_new_tokens, precision=precision)
     clean_texts = jai.transcribe(model, audio, **settings)
     clean_errors, words = _errors(clean_texts, clips)
     cells = []
