@@ -86,7 +86,10 @@ def greedy_decode(params: Params, audio_features, prompt, eot, bias, first_bias,
             logits, _, c = decode(params, t, None, dims=dims, edits=edits, cache=c, offset=offset,
                                   dtype=dtype, precision=precision)
             return logits[-1], {k: c[k] for k in ("self_k", "self_v")}
-        return jax.vmap(one)({**self_kv, **cross}, tokens)
+        logits, kv = jax.vmap(one)({**self_kv, **cross}, tokens)
+        # a barrier: XLA CPU would otherwise fuse the bias add into the vocabulary dot and
+        # transpose the whole token embedding at every step to do so
+        return jax.lax.optimization_barrier(logits), kv
 
     # The prompt runs as one block: its edits are those of positions 0..n_prompt-1.
     logits, cache = step(cache, jnp.broadcast_to(prompt, (batch, n_prompt)), 0,
