@@ -210,7 +210,9 @@ def test_study_at_a_tiny_size_writes_its_schema(model, tmp_path):
     for c in conditions.values():
         assert c["non_empty"]["rate"]["n"] == c["words"]["minus_clean"]["n"] == c["changed"]["n"] == 5
     assert set(saved["seconds"]) == set(saved["cpu_seconds"]) == {"data", "store_and_train", "detection",
-                                                                  "hallucinations", "total"}
+                                                                  "hallucinations", "noise_transcripts",
+                                                                  "detection_added", "total"}
+    assert saved["accent_4way"] is None and saved["noise_transcripts"] is None  # not asked for
     assert "| target (positive, n) |" in study.markdown(saved)
 
 

@@ -14,6 +14,10 @@ frames, :func:`.inspect.clip_means`) and binary labels ``y [n]``.
   probe sweep, so the single latent and the probe are tested on the same splits. Per item, the
   fraction of seeds in which it was classified correctly ``[n]`` (its mean is the accuracy,
   and the items are what the bootstrap resamples) and the latents chosen.
+* :func:`cv_single_latent_multiclass`: the same for ``C`` classes ``y in 0..C-1``, with a
+  one-latent nearest-class-mean rule (each class's mean of the latent on the training folds;
+  an item gets the class whose mean is nearest its value; ties: the lower class), the latent
+  chosen by training accuracy.
 """
 
 from __future__ import annotations
@@ -75,4 +79,32 @@ def cv_single_latent(x, y, *, k: int = 5, seeds=(0, 1, 2)) -> tuple[np.ndarray, 
             j = int(np.argmax(acc))
             chosen.append(j)
             correct[test] += predict(x[test, j], thr[j], sign[j]) == y[test]
+    return correct / len(seeds), chosen
+
+
+def nearest_mean_rule(x, y, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(accuracy [d], class means [C, d])`` of every column's one-latent nearest-class-mean
+    rule on ``(x, y)`` (a class absent from ``y`` gets mean +inf: never predicted)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y)
+    means = np.stack([x[y == c].mean(0) if (y == c).any() else np.full(x.shape[1], np.inf)
+                      for c in range(n_classes)])
+    pred = np.argmin(np.abs(x[:, None, :] - means[None]), axis=1)  # [n, d]
+    return (pred == y[:, None]).mean(0), means
+
+
+def cv_single_latent_multiclass(x, y, *, k: int = 5, seeds=(0, 1, 2)) -> tuple[np.ndarray, list[int]]:
+    """``(correct [n], chosen latents)``: the cross-validated one-latent nearest-class-mean rule
+    (module docstring), on the folds of :func:`cv_single_latent`."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.int32)
+    n_classes = int(y.max()) + 1
+    correct, chosen = np.zeros(len(y)), []
+    for seed in seeds:
+        folds = stratified_folds(y, k, seed)
+        for f in range(k):
+            train, test = folds != f, folds == f
+            acc, means = nearest_mean_rule(x[train], y[train], n_classes)
+            j = int(np.argmax(acc))
+            chosen.append(j)
+            pred = np.argmin(np.abs(x[test, j][:, None] - means[None, :, j]), axis=1)
+            correct[test] += pred == y[test]
     return correct / len(seeds), chosen

@@ -28,6 +28,17 @@ One documented command writes ``results/sae_study_<model>.json``::
    transcript is scored twice: *non-empty* (any text) and *words* (non-empty after Whisper's
    English normaliser, which drops sound-event captions such as "(engine revving)"). Rates and
    paired differences against clean with bootstrap intervals over clips.
+5. **Added targets** on the noise set, computed after parts 3 and 4 (so that the earlier
+   targets' numbers are unchanged), each reported as in part 3: **accent** one-vs-rest
+   (``accent:<class>`` per class present), plus a 4-way summary (``accent_4way``: the linear
+   probe's 4-way accuracy against the cross-validated one-latent nearest-class-mean rule,
+   :func:`.separation.cv_single_latent_multiclass`); **error**: the study model's own greedy
+   transcript of each clip (``max_new_tokens`` as in part 4, recorded per clip with its WER in
+   ``noise_transcripts``) scored against the reference after Whisper's English normaliser,
+   positive WER > 0; skipped (with its counts) when either class has under 5 items. Noise and
+   speaking rate are not balanced against error here, so the counts of error by noisy / clean
+   and by rate are given, and per layer the AUROC for error of the ``noisy`` target's best
+   latent (``noisy_latent``).
 """
 
 from __future__ import annotations
@@ -46,6 +57,7 @@ from jaxasr_interp.sae import separation as S
 COMMAND = "python -m jaxasr_interp.sae.study --model {model} --out results/"
 TARGETS = {"speech": ("speech", "speech"), "noisy": ("noise", "noisy"), "gender": ("noise", "female"),
            "rate": ("noise", "fast")}  # target -> (dataset, positive class)
+EXTRA_TARGETS = ("accent", "error")  # on the noise set, computed after the rest (module docstring, 5.)
 DEFAULTS = dict(n=60, expansion=4, k=16, steps=600, batch=1024, top=4, ablate_top=32, controls=2,
                 factors=(4.0, 16.0), max_new_tokens=32, seeds=(0, 1, 2), seed=0)
 
@@ -114,35 +126,129 @@ def _detection(means, y, seeds, names, folds, n_list: int = 5) -> dict:
                                       chosen_share=float(np.bincount(chosen).max() / len(chosen))))
 
 
-def _targets(names, data, offsets, means, pooled, layers, seeds) -> dict:
+def _binary(dataset, positive, names, y, idx, means, pooled, layers, seeds) -> dict:
+    """One binary target (positive ``y == 1``) on the clips ``idx`` of the store: per layer the
+    latents' detection and the linear probe on the same folds and seeds; skipped under 2 items
+    in a class."""
     from jaxasr_interp.probes.sweep import probe_sweep
+    folds = min(5, int(np.bincount(y, minlength=2).min()))
+    if folds < 2:
+        return dict(dataset=dataset, positive=positive, n=len(y), counts=np.bincount(y, minlength=2).tolist(),
+                    skipped="under 2 items in a class")
+    probe = probe_sweep(pooled[:, idx], y[None], k=folds, seeds=seeds).summary()
+    rows = []
+    for li, layer in enumerate(layers):
+        p = probe[li]
+        rows.append(dict(layer=layer, **_detection(means[li][idx], y, seeds, names, folds),
+                         probe=dict(accuracy=_proportion_ci(p["accuracy"], len(y)),
+                                    control=round(p["control_accuracy"], 4), l2=p["l2"])))
+    return dict(dataset=dataset, positive=positive, n=len(y), counts=np.bincount(y).tolist(),
+                folds=folds, chance=round(float(max(y.mean(), 1 - y.mean())), 4), layers=rows)
+
+
+def _targets(names, data, offsets, means, pooled, layers, seeds) -> dict:
     out = {}
     for name in names:
         dataset, positive = TARGETS[name]
         labels, classes = data[dataset].encoded(name if dataset == "noise" else "speech")
         y = (labels == classes.index(positive)).astype(np.int32)
-        names = ("/".join(c for c in classes if c != positive), positive)
-        idx, folds = offsets[dataset] + np.arange(len(y)), min(5, int(np.bincount(y, minlength=2).min()))
-        if folds < 2:
-            out[name] = dict(dataset=dataset, positive=positive, n=len(y), skipped="under 2 items in a class")
-            continue
-        probe = probe_sweep(pooled[:, idx], y[None], k=folds, seeds=seeds).summary()
-        rows = []
-        for li, layer in enumerate(layers):
-            p = probe[li]
-            rows.append(dict(layer=layer, **_detection(means[li][idx], y, seeds, names, folds),
-                             probe=dict(accuracy=_proportion_ci(p["accuracy"], len(y)),
-                                        control=round(p["control_accuracy"], 4), l2=p["l2"])))
-        out[name] = dict(dataset=dataset, positive=positive, n=len(y), counts=np.bincount(y).tolist(),
-                         folds=folds, chance=round(float(max(y.mean(), 1 - y.mean())), 4), layers=rows)
+        idx = offsets[dataset] + np.arange(len(y))
+        out[name] = _binary(dataset, positive, ("/".join(c for c in classes if c != positive), positive), y, idx,
+                            means, pooled, layers, seeds)
     return out
 
 
-def run(model, out, *, work=None, layers=None, targets=tuple(TARGETS), progress: bool = True, **config) -> dict:
+def _accent(noise, offset, means, pooled, layers, seeds) -> tuple[dict, dict]:
+    """``({"accent:<class>": one-vs-rest target}, 4-way summary)`` on the noise set, one
+    one-vs-rest target per accent class present (the classes' order of the dataset)."""
+    from jaxasr_interp.probes.sweep import probe_sweep
+    labels, classes = noise.encoded("accent")
+    idx = offset + np.arange(len(labels))
+    present = [c for i, c in enumerate(classes) if (labels == i).any()]
+    out = {}
+    for c in present:
+        y = (labels == classes.index(c)).astype(np.int32)
+        out[f"accent:{c}"] = _binary("noise", c, ("other", c), y, idx, means, pooled, layers, seeds)
+    y = np.searchsorted([classes.index(c) for c in present], labels).astype(np.int32)  # present classes 0..C-1
+    counts = np.bincount(y, minlength=len(present))
+    multi = dict(dataset="noise", classes=present, n=len(y), counts=counts.tolist(),
+                 chance=round(float(counts.max() / len(y)), 4))
+    folds = min(5, int(counts.min()))
+    if len(present) < 2 or folds < 2:
+        return out, dict(multi, skipped="under 2 classes, or under 2 items in a class")
+    probe = probe_sweep(pooled[:, idx], y[None], k=folds, seeds=seeds).summary()
+    rows = []
+    for li, layer in enumerate(layers):
+        correct, chosen = S.cv_single_latent_multiclass(means[li][idx], y, k=folds, seeds=seeds)
+        rows.append(dict(layer=layer,
+                         cv_single_latent=dict(accuracy=interval(bootstrap_ci(correct), len(y)),
+                                               chosen=np.bincount(chosen).argmax().item(),
+                                               chosen_share=float(np.bincount(chosen).max() / len(chosen))),
+                         probe=dict(accuracy=_proportion_ci(probe[li]["accuracy"], len(y)),
+                                    balanced_accuracy=round(probe[li]["balanced_accuracy"], 4),
+                                    control=round(probe[li]["control_accuracy"], 4), l2=probe[li]["l2"])))
+    return out, dict(multi, folds=folds, layers=rows)
+
+
+MIN_ERROR_CLASS = 5  # the error target is skipped when "correct" or "error" has fewer items
+
+
+def _transcribe(model, paths, max_new_tokens: int) -> list[str]:
+    """The study model's greedy transcripts (``jai.transcribe``, batched); a seam for tests."""
+    from jaxasr_interp.whisper.api import transcribe
+    return transcribe(model, paths, max_new_tokens=max_new_tokens)
+
+
+def _wer(reference: str, hypothesis: str) -> float:
+    """WER after Whisper's English normaliser (:mod:`jaxasr_interp.whisper.text_metrics`)."""
+    from jaxasr_interp.whisper.text_metrics import normalize, rate, word_errors
+    return rate(*word_errors(normalize(reference, "english"), normalize(hypothesis, "english")))
+
+
+def _noise_transcripts(model, noise, max_new_tokens: int) -> dict:
+    """Per noise-set clip: the model's greedy transcript, its WER against the reference, and the
+    clip's noisy and rate labels (the error target's confounds)."""
+    texts = _transcribe(model, [str(p) for p in noise.paths], max_new_tokens)
+    items = [dict(path=r["path"], reference=r["transcript"], text=t.strip(), wer=round(_wer(r["transcript"], t), 4),
+                  noisy=r["noisy"], rate=r["rate"]) for r, t in zip(noise.rows, texts)]
+    return dict(normaliser="english", max_new_tokens=max_new_tokens, items=items)
+
+
+def _error(transcripts, offset, means, pooled, layers, seeds, noisy_y) -> dict:
+    """The error target (positive: WER > 0) on the noise set; beside it, per layer, how well
+    the ``noisy`` target's best latent (largest ``|AUROC - 0.5|`` for noisy) ranks error."""
+    items = transcripts["items"]
+    y = np.asarray([it["wer"] > 0 for it in items], np.int32)
+    idx = offset + np.arange(len(y))
+    by = {key: {v: dict(correct=sum(1 for it, e in zip(items, y) if it[key] == v and not e),
+                        error=sum(1 for it, e in zip(items, y) if it[key] == v and e))
+                for v in sorted({it[key] for it in items})} for key in ("noisy", "rate")}
+    counts = np.bincount(y, minlength=2)
+    base = dict(dataset="noise", positive="error", n=len(y), counts=counts.tolist(),
+                by_noisy=by["noisy"], by_rate=by["rate"])
+    if counts.min() < MIN_ERROR_CLASS:
+        return dict(base, skipped=f"under {MIN_ERROR_CLASS} items in a class (correct {counts[0]}, error {counts[1]})")
+    out = {**base, **_binary("noise", "error", ("correct", "error"), y, idx, means, pooled, layers, seeds)}
+    for li, row in enumerate(out["layers"]):
+        x = means[li][idx]
+        au = S.auroc(x, noisy_y)
+        j = int(np.argsort(-np.abs(au - 0.5), kind="stable")[0])  # the noisy target's best latent
+        up = bool(S.auroc(x[:, j:j + 1], y)[0] >= 0.5)
+        row["noisy_latent"] = dict(latent=j, fires_for="error" if up else "correct",
+                                   auroc=_auroc_ci(x[:, j], y if up else 1 - y))
+    return out
+
+
+def run(model, out, *, work=None, layers=None, targets=tuple(TARGETS) + EXTRA_TARGETS, progress: bool = True,
+        **config) -> dict:
     """The whole study (module docstring) -> the results dict, also written to
     ``out/sae_study_<model>.json``; ``work`` holds the data and the store (reused on rerun);
-    ``targets``: some of :data:`TARGETS` (the speech set is always built: part 4 needs it)."""
+    ``targets``: some of :data:`TARGETS` and :data:`EXTRA_TARGETS` (the speech set is always
+    built: part 4 needs it)."""
     from jaxasr_interp.sae.inspect import clip_stats
+    unknown = set(targets) - set(TARGETS) - set(EXTRA_TARGETS)
+    if unknown:
+        raise ValueError(f"unknown targets {sorted(unknown)}; known: {list(TARGETS) + list(EXTRA_TARGETS)}")
     cfg = {**DEFAULTS, **config}
     name = Path(model.source).name
     work = Path(work or f"runs/sae_study_{name}")
@@ -154,7 +260,8 @@ def run(model, out, *, work=None, layers=None, targets=tuple(TARGETS), progress:
         times[what] = round(time.time() - clock - sum(times.values()), 1)
         cpus[what] = round(time.process_time() - cpu - sum(cpus.values()), 1)
 
-    data = _datasets(work, cfg["n"], cfg["seed"], {"speech"} | {TARGETS[t][0] for t in targets})
+    data = _datasets(work, cfg["n"], cfg["seed"],
+                     {"speech"} | {TARGETS[t][0] if t in TARGETS else "noise" for t in targets})
     offsets = {"speech": 0, "noise": len(data["speech"].rows)}
     lap("data")
     paths = [str(p) for d in data.values() for p in d.paths]
@@ -162,18 +269,35 @@ def run(model, out, *, work=None, layers=None, targets=tuple(TARGETS), progress:
     lap("store_and_train")
     stats = [clip_stats(store, s) for s in saes]
     means = [st["sums"] / np.maximum(st["rows"], 1)[:, None] for st in stats]
-    found = _targets(targets, data, offsets, means, _pooled(store), store.layers, cfg["seeds"])
+    pooled = _pooled(store)
+    found = _targets([t for t in targets if t in TARGETS], data, offsets, means, pooled, store.layers, cfg["seeds"])
     lap("detection")
     clean_texts, clean = H.clean_transcripts(model, data["speech"], cfg["max_new_tokens"])
     halluc = [H.edited_runs(model, s, st, data["speech"], cfg, clean_texts) for s, st in zip(saes, stats)]
     lap("hallucinations")
+    # 5. the targets added later (accent, the model's own errors): after everything above, so
+    # that its numbers are those of the runs before them
+    extra, accent_4way, noise_texts = {}, None, None
+    if "error" in targets:
+        noise_texts = _noise_transcripts(model, data["noise"], cfg["max_new_tokens"])
+    lap("noise_transcripts")
+    if "accent" in targets:
+        ovr, accent_4way = _accent(data["noise"], offsets["noise"], means, pooled, store.layers, cfg["seeds"])
+        extra.update(ovr)
+    if "error" in targets:
+        noisy_labels, noisy_classes = data["noise"].encoded("noisy")
+        extra["error"] = _error(noise_texts, offsets["noise"], means, pooled, store.layers, cfg["seeds"],
+                                (noisy_labels == noisy_classes.index("noisy")).astype(np.int32))
+    found.update(extra)
+    lap("detection_added")
     result = dict(experiment="sae_study", model=name, command=COMMAND.format(model=model.source),
                   config={k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
                   layers=list(store.layers),
                   n_clips=len(store.meta["items"]), n_rows=store.n_rows,
                   saes=[dict(layer=s.config.layer, d_sae=s.config.d_sae, k=s.config.k, fvu=round(q["fvu"], 4),
                              l0=round(q["l0"], 2), dead=round(q["dead"], 4)) for s, q in zip(saes, quality)],
-                  targets=found, hallucination=dict(clean=clean, n=len(clean_texts), layers=halluc),
+                  targets=found, accent_4way=accent_4way, noise_transcripts=noise_texts,
+                  hallucination=dict(clean=clean, n=len(clean_texts), layers=halluc),
                   seconds=dict(times, total=round(time.time() - clock, 1)),
                   cpu_seconds=dict(cpus, total=round(time.process_time() - cpu, 1)))
     path = Path(out) / f"sae_study_{name}.json"
@@ -198,6 +322,37 @@ def _parts(result) -> str:
                      if k != "total")
 
 
+def _added_markdown(result: dict) -> list[str]:
+    """The multiclass accent table and the error target's confounds (absent from older files;
+    every number is a value of the file, as tests/test_docs_numbers.py checks)."""
+    lines = []
+    multi = result.get("accent_4way")
+    if multi:
+        lines += ["", "| accent, multiclass (classes, n) | layer | best single latent (nearest class mean), "
+                  "cross-validated: accuracy % | linear probe: accuracy % (balanced; shuffled control) | chance % |",
+                  "|---|---|---|---|---|"]
+        head = f"| accent ({'/'.join(multi['classes'])}, {multi['n']}) |"
+        if "skipped" in multi:
+            lines.append(f"{head} - | skipped: {multi['skipped']} | | {100 * multi['chance']:.1f} |")
+        for r in multi.get("layers", []):
+            p = r["probe"]
+            lines.append(f"{head} {r['layer']} | {_ci(r['cv_single_latent']['accuracy'])} | "
+                         f"{_ci(p['accuracy'])} ({100 * p['balanced_accuracy']:.1f}; {100 * p['control']:.1f}) | "
+                         f"{100 * multi['chance']:.1f} |")
+    error = result["targets"].get("error")
+    if error:
+        def split(by):
+            return "; ".join(f"{v}: {c['error']} error, {c['correct']} correct" for v, c in by.items())
+        lines += ["", f"Error target: {result['model']}'s own greedy transcripts of the {error['n']} noise-set "
+                  f"clips, error (WER > 0) on {error['counts'][1]} of {error['n']}; by noise ({split(error['by_noisy'])})"
+                  f", by rate ({split(error['by_rate'])})."]
+        for r in error.get("layers", []):
+            c = r["noisy_latent"]
+            lines[-1] += (f" Layer {r['layer']}: the noisy target's best latent #{c['latent']} ranks error at AUROC "
+                          f"{_ci(c['auroc'], False)} (fires for {c['fires_for']}).")
+    return lines
+
+
 def markdown(result: dict) -> str:
     """The study's section of docs/sae.md, from one results file (accuracies and rates in %)."""
     h = result["hallucination"]
@@ -212,12 +367,15 @@ def markdown(result: dict) -> str:
               "cross-validated: accuracy % | linear probe: accuracy % (shuffled control) | chance % |",
               "|---|---|---|---|---|---|"]
     for name, t in result["targets"].items():
+        if "skipped" in t:
+            lines.append(f"| {name} ({t['positive']}, {t['n']}) | - | skipped: {t['skipped']} | | | |")
         for r in t.get("layers", []):
             lines.append(f"| {name} ({t['positive']}, {t['n']}) | {r['layer']} | #{r['best_auroc']['latent']} "
                          f"(fires for {r['best_auroc']['fires_for']}): "
                          f"{_ci(r['best_auroc']['auroc'], False)} | {_ci(r['cv_single_latent']['accuracy'])} | "
                          f"{_ci(r['probe']['accuracy'])} ({100 * r['probe']['control']:.1f}) | "
                          f"{100 * t['chance']:.1f} |")
+    lines += _added_markdown(result)
     lines += ["", f"Hallucinations on the {h['n']} non-speech clips (greedy, at most "
               f"{result['config']['max_new_tokens']} tokens). Clean: non-empty {_ci(h['clean']['non_empty'])}%, "
               f"with words {_ci(h['clean']['words'])}%.", "",
