@@ -33,7 +33,9 @@ TABLES: dict[str, Callable[[dict], str]] = {}
 # Experiments that render their own tables: marker-name prefix -> "module:function(results)".
 MODULE_TABLES = {"lenses_": "jaxasr_interp.experiments.lenses_report:docs_table",
                  "contextual_bias_": "jaxasr_interp.experiments.contextual_bias_controls_report:docs_table",
-                 "sae_study_": "jaxasr_interp.sae.study:markdown"}
+                 "sae_study_": "jaxasr_interp.sae.study:markdown",
+                 "attention_window_": "jaxasr_interp.experiments.attention_window:markdown",
+                 "alignment_heads_": "jaxasr_interp.experiments.alignment_heads:markdown"}
 
 
 def table(name: str):

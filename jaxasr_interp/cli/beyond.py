@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from jaxasr_interp.cli.options import add_numerics
+from jaxasr_interp.cli.options import add_model, add_numerics, add_out
 
 EXPERIMENTS = {
     "attention-window": ("attention_window", "encoder self-attention kept within +-k frames "
@@ -59,8 +59,8 @@ def _register_all(exp_sub) -> None:
 
     text = "every experiment of the docs at its documented sizes (configs/), resumable: rerun to continue"
     p = exp_sub.add_parser("all", help=text, description=text)
-    p.add_argument("--model", default="tiny.en", help="model name or checkpoint path")
-    p.add_argument("--out", required=True, help="folder for the results JSONs, checkpoints and all.json")
+    add_model(p, "model name or checkpoint path")
+    add_out(p, "folder for the results JSONs, checkpoints and all.json")
     p.add_argument("--only", default=None, help=f"comma-separated steps of: {', '.join(STEPS)} (default: all)")
     p.add_argument("--configs", default="configs", help="folder of the checked-in configs")
     p.set_defaults(run=_run_all)
@@ -70,8 +70,8 @@ def register_experiments(exp_sub) -> None:
     _register_all(exp_sub)
     for name, (_, help_text) in EXPERIMENTS.items():
         p = exp_sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--model", default="tiny.en", help="model name or checkpoint path")
-        p.add_argument("--out", default="results", help="folder for the results JSON")
+        add_model(p, "model name or checkpoint path")
+        add_out(p, "folder for the results JSON", default="results")
         p.add_argument("--synth", type=int, default=SYNTH_DEFAULTS[name],
                        help="synthesized sentences added to the real clips")
         add_numerics(p)

@@ -20,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-from jaxasr_interp.cli.options import add_numerics, numerics
+from jaxasr_interp.cli.options import add_model, add_numerics, add_out, numerics
 
 
 def out_dir(path) -> Path:
@@ -124,8 +124,8 @@ def register(sub) -> None:
                                    "resid_mid_cross, resid_post) through ln_final and the tied "
                                    "embedding, teacher-forced on the model's own transcript.")
     p.add_argument("audio", nargs="+", metavar="AUDIO", help="audio files")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--model", default="tiny.en", help="model name or path")
+    add_out(p)
+    add_model(p)
     p.add_argument("--text", default=None, help="read this transcript instead of the greedy one (one AUDIO)")
     p.add_argument("--top-k", type=int, default=5, help="top tokens kept per cell")
     p.add_argument("--site", default="resid_post", choices=("resid_mid", "resid_mid_cross", "resid_post"),
@@ -138,8 +138,8 @@ def register(sub) -> None:
                        description="Feed ln_post(encoder layer l) to the unchanged decoder for every "
                                    "layer l, decode greedily, score WER/CER and repetition per layer.")
     p.add_argument("audio", nargs="+", metavar="AUDIO", help="audio files")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--model", default="tiny.en", help="model name or path")
+    add_out(p)
+    add_model(p)
     p.add_argument("--ref-text", default=None, metavar="FILE",
                    help="references: one line per AUDIO, or JSON {file name: text}; default: the "
                         "full model's transcript")

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from jaxasr_interp.cli.options import add_numerics
+from jaxasr_interp.cli.options import add_model, add_numerics
 
 # Bad input surfaces as one of these (file errors are OSErrors; an unknown site is a KeyError).
 USER_ERRORS = (ValueError, KeyError, OSError)
@@ -182,7 +182,7 @@ def _register_transcribe(sub) -> None:
                                    "--output-dir also writes one file per input, DIR/<audio stem>.txt "
                                    "or .json, as openai-whisper does.")
     p.add_argument("audio", nargs="*", metavar="AUDIO", help="audio files (wav, flac, ogg...)")
-    p.add_argument("--model", default="tiny.en", help="model name or path")
+    add_model(p)
     p.add_argument("--batch-size", type=int, default=8, help="utterances per compiled batch")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of text lines")
     p.add_argument("--suppress", action="store_true",

@@ -20,15 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from jaxasr_interp.cli.lens import out_dir
-from jaxasr_interp.cli.options import add_numerics, numerics
-
-
-def _floats(text: str) -> tuple:
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise ValueError(f"expected comma-separated numbers, got {text!r}") from None
-    return values
+from jaxasr_interp.cli.options import add_model, add_numerics, add_out, add_reference, floats, numerics
 
 
 def _patch(args) -> int:
@@ -38,7 +30,7 @@ def _patch(args) -> int:
     check_files(args.audio)
     if args.reference is not None and not Path(args.reference).is_file():
         raise FileNotFoundError(f"reference audio not found: {args.reference}")
-    family, alphas = family_of(args.site), _floats(args.alphas)
+    family, alphas = family_of(args.site), floats(args.alphas)
     if args.mode not in MODES:
         raise ValueError(f"--mode must be one of {MODES}")
     out = out_dir(args.out)
@@ -111,13 +103,13 @@ def register(sub):
                                    "decoder.block|self_attn|cross_attn|mlp|self_head|cross_head (or their sites).")
     p.add_argument("audio", nargs="+", metavar="AUDIO", help="audio files")
     p.add_argument("--site", required=True, help="component family or site, e.g. decoder.cross_attn.z")
-    p.add_argument("--reference", default=None, help="reference audio (default: seeded white noise)")
+    add_reference(p)
     p.add_argument("--alphas", default="0.25,0.5,0.75,1", help="comma-separated alphas")
     p.add_argument("--mode", default="interpolate", help="interpolate (towards the reference) or zero")
-    p.add_argument("--model", default="tiny.en", help="model name or path")
+    add_model(p)
     p.add_argument("--width", type=int, default=64, help="teacher-forced sequence length (prompt + transcript)")
     p.add_argument("--decode", action="store_true", help="decoder families: edited greedy transcripts too")
-    p.add_argument("--out", required=True, help="output directory")
+    add_out(p)
     add_numerics(p)
     p.set_defaults(run=_patch)
 
@@ -130,7 +122,7 @@ def _repetition(args) -> int:
         raise ValueError("--max-items must be at least 1")
     check_files(args.audio)
     out = out_dir(args.out)
-    result = R.run(load(args.model, dtype=args.dtype), audio=args.audio or None, alphas=_floats(args.alphas),
+    result = R.run(load(args.model, dtype=args.dtype), audio=args.audio or None, alphas=floats(args.alphas),
                    max_items=args.max_items, max_new_tokens=args.max_new_tokens, reference=args.reference,
                    seed=args.seed, work_dir=out / "checkpoints", **numerics(args))
     summary = R.write_report(result, out)
@@ -146,7 +138,7 @@ def _contextual(args) -> int:
     out = out_dir(args.out)
     families = tuple(family_of(f) for f in args.families.split(","))
     result = C.run(load(args.model, dtype=args.dtype), out, stimuli=stimuli, families=families,
-                   alphas=_floats(args.alphas), head_alphas=_floats(args.head_alphas), max_items=args.max_items,
+                   alphas=floats(args.alphas), head_alphas=floats(args.head_alphas), max_items=args.max_items,
                    reference=args.reference, voice=args.voice, speed=args.speed,
                    attribution=not args.no_attribution, **numerics(args))
     summary = C.write_report(result, out)
@@ -164,12 +156,12 @@ def register_experiments(exp_sub):
                                        "noise; report % of loops resolved.")
     p.add_argument("audio", nargs="*", metavar="AUDIO",
                    help="your audio files, searched for looping transcripts (default: the built-in pool)")
-    p.add_argument("--model", default="tiny.en", help="model name or path")
-    p.add_argument("--out", required=True, help="output directory")
+    add_model(p)
+    add_out(p)
     p.add_argument("--alphas", default="0.25,0.5,0.75,1", help="comma-separated patch strengths")
     p.add_argument("--max-items", type=int, default=16, help="looping items patched")
     p.add_argument("--max-new-tokens", type=int, default=96, help="greedy decoding length (loops need room)")
-    p.add_argument("--reference", default=None, help="reference audio (default: seeded white noise)")
+    add_reference(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the built-in pool (unused with AUDIO)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_numerics(p)
@@ -180,8 +172,8 @@ def register_experiments(exp_sub):
                                        "optionally audio, a recording used instead of synthesis), count "
                                        "contextual errors, patch components towards white noise, report % of "
                                        "errors flipped to the spoken word.")
-    p.add_argument("--model", default="tiny.en", help="model name or path")
-    p.add_argument("--out", required=True, help="output directory")
+    add_model(p)
+    add_out(p)
     p.add_argument("--sentences", default=None, metavar="FILE",
                    help="your sentences: CSV (or .tsv) with the columns sentence,spoken,expected[,audio]; "
                         "spoken = the word said, expected = the word the context predicts; rows without "
@@ -191,7 +183,7 @@ def register_experiments(exp_sub):
     p.add_argument("--alphas", default="0.5,1", help="alphas of layer families")
     p.add_argument("--head-alphas", default="1", help="alphas of head families")
     p.add_argument("--max-items", type=int, default=12, help="contextual errors patched")
-    p.add_argument("--reference", default=None, help="reference audio (default: seeded white noise)")
+    add_reference(p)
     p.add_argument("--voice", default="en-us", help="espeak-ng voice of the synthesized sentences")
     p.add_argument("--speed", type=int, default=150, help="espeak-ng speaking rate, words per minute")
     p.add_argument("--no-attribution", action="store_true",

@@ -8,25 +8,18 @@ from __future__ import annotations
 
 import json
 
-from jaxasr_interp.cli.options import add_numerics, numerics
-
-
-def _floats(text: str) -> tuple:
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise ValueError(f"expected comma-separated numbers, got {text!r}") from None
+from jaxasr_interp.cli.options import add_model, add_numerics, add_out, floats, numerics
 
 
 def _probe_kw(args) -> dict:
     if args.folds < 2:
         raise ValueError(f"--folds must be at least 2, got {args.folds}")
-    return dict(folds=args.folds, seeds=tuple(int(s) for s in _floats(args.seeds)), l2=_floats(args.l2),
+    return dict(folds=args.folds, seeds=tuple(int(s) for s in floats(args.seeds)), l2=floats(args.l2),
                 chunk_size=args.chunk_size)
 
 
 def _add_probe_options(p):
-    p.add_argument("--model", default="tiny.en", help="model name or path")
+    add_model(p)
     p.add_argument("--folds", type=int, default=5, help="stratified cross-validation folds")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (fold splits, controls)")
     p.add_argument("--l2", default="0.001,0.01,0.1", help="comma-separated L2 strengths swept")
@@ -68,7 +61,7 @@ def register(sub):
                                    "control, write OUT/probe_TARGET.csv and .png.")
     p.add_argument("--data", required=True, help="dataset directory (format: jaxasr_interp.data)")
     p.add_argument("--target", required=True, help="label column to probe")
-    p.add_argument("--out", required=True, help="output directory")
+    add_out(p)
     p.add_argument("--features", default=None, help="features directory (default OUT/features)")
     _add_probe_options(p)
     p.set_defaults(run=_probe)
@@ -81,7 +74,7 @@ def register_experiments(exp_sub):
         p = exp_sub.add_parser(name, help=f"probing: {spec['target']} (paper: {paper})",
                                description=f"Build the {spec['builder']} dataset (OUT/data), extract features, "
                                            f"probe '{spec['target']}' at every layer. Paper: {spec['paper']}.")
-        p.add_argument("--out", required=True, help="output directory")
+        add_out(p)
         p.add_argument("--n", type=int, default=None,
                        help=f"items per class (default {spec['n']}; for hallucination: k)")
         p.add_argument("--pool", type=int, default=None, help="hallucination only: utterances transcribed (default 8 k)")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from jaxasr_interp.cli.options import add_numerics, numerics
+from jaxasr_interp.cli.options import add_model, add_numerics, add_out, numerics
 
 DEFAULT_SAMPLE = "jfk.wav"
 
@@ -47,8 +47,8 @@ def register(sub) -> None:
                                    "the PNGs and report.json beside it. No AUDIO: the bundled JFK clip.")
     p.add_argument("audio", nargs="?", default=None, metavar="AUDIO",
                    help="one audio file (default: the bundled jfk.wav)")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--model", default="tiny.en", help="model name or path")
+    add_out(p)
+    add_model(p)
     p.add_argument("--ref-text", default=None, metavar="TEXT",
                    help="the text spoken, for WERs (default: none; the bundled clip's own)")
     p.add_argument("--alpha", type=float, default=1.0, help="strength of each head patch (0..1)")

@@ -24,7 +24,7 @@ import json
 import sys
 from pathlib import Path
 
-from jaxasr_interp.cli.options import add_numerics, numerics
+from jaxasr_interp.cli.options import add_model, add_numerics, add_out, numerics
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -125,8 +125,8 @@ def _register_train(sae_sub) -> None:
                                        "run, save each to OUT/sae_l{layer}_x{expansion}_k{k} and write "
                                        "OUT/saes.json. Progress bars for both steps.")
     p.add_argument("audio", nargs="+", metavar="AUDIO", help="audio files, or directories searched for them")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--model", default="tiny.en", help="model name or path")
+    add_out(p)
+    add_model(p)
     p.add_argument("--site", default="encoder.resid_post", help="a per-position block site")
     p.add_argument("--layers", default="all", help="comma-separated layers of the site, or all")
     p.add_argument("--expansion", default="8", help="comma-separated expansion factors (d_sae / d_in)")
@@ -152,9 +152,9 @@ def _register_inspect(sae_sub) -> None:
                                        "latents.json beside it.")
     p.add_argument("sae_dir", metavar="SAE_DIR", help="a saved SAE (written by sae train)")
     p.add_argument("--latent", required=True, help="comma-separated latent indices")
-    p.add_argument("--out", required=True, help="output directory")
+    add_out(p)
     p.add_argument("--store", default=None, help="activation store (default: SAE_DIR/../acts)")
-    p.add_argument("--model", default=None, help="model name or path (default: the store's)")
+    add_model(p, "model name or path (default: the store's)", default=None)
     p.add_argument("--k", type=int, default=8, help="top-activating clips per latent")
     p.add_argument("--snippet-seconds", type=float, default=1.0, help="snippet length around the frame")
     p.add_argument("--traces", type=int, default=3, help="top clips drawn with the activation over time")

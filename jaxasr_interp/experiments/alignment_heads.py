@@ -28,12 +28,9 @@ One documented command writes ``results/alignment_heads_<model>.json``::
 
 from __future__ import annotations
 
-import argparse
 import base64
 import gzip
-import json
 import math
-import time
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -42,7 +39,7 @@ from scipy.stats import hypergeom, mannwhitneyu, rankdata
 
 import jaxasr_interp as jai
 from jaxasr_interp.core.stats import bootstrap_ci, interval
-from jaxasr_interp.experiments.attention_window import Clip, speech_clips, write
+from jaxasr_interp.experiments.attention_window import Clip, module_main, speech_clips, write
 from jaxasr_interp.whisper.tokenizer import teacher_tokens
 
 SITE = "decoder.cross_attn.pattern"
@@ -211,22 +208,8 @@ def markdown(result: dict) -> str:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="tiny.en")
-    parser.add_argument("--out", default="results/")
-    parser.add_argument("--synth", type=int, default=24, help="synthesized sentences added to the clips")
-    parser.add_argument("--markdown", action="store_true", help="print the tables of an existing results file")
-    args = parser.parse_args(argv)
-    if args.markdown:
-        result = json.loads((Path(args.out) / f"alignment_heads_{Path(args.model).name}.json").read_text())
-        print(markdown(result))
-        return result
-    start = time.time()
-    result = run(jai.load(args.model), speech_clips(args.synth), name=Path(args.model).name, out=args.out)
-    print(markdown(result))
-    print(f"{time.time() - start:.0f} s")
-    return result
-
+    return module_main(argv, description=__doc__.split("\n")[0], experiment="alignment_heads", run=run,
+                       markdown=markdown, synth=24)
 
 if __name__ == "__main__":
     main()

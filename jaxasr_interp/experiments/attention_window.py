@@ -192,25 +192,37 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def module_main(argv, *, description: str, experiment: str, run, markdown, synth: int,
+                add_arguments=None, run_kwargs=None) -> dict:
+    """``python -m jaxasr_interp.experiments.<experiment>``: run on ``--model`` and write
+    ``OUT/<experiment>_<model>.json``, printing its tables (``markdown``) and the time taken, or
+    with ``--markdown`` reprint the tables of that file. ``add_arguments(parser)`` adds the
+    module's own options; ``run_kwargs(args)`` turns them into keywords of ``run``."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model", default="tiny.en")
     parser.add_argument("--out", default="results/")
-    parser.add_argument("--synth", type=int, default=0, help="synthesized sentences added to the clips")
-    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--synth", type=int, default=synth, help="synthesized sentences added to the clips")
+    if add_arguments is not None:
+        add_arguments(parser)
     parser.add_argument("--markdown", action="store_true", help="print the tables of an existing results file")
     args = parser.parse_args(argv)
     if args.markdown:
-        result = json.loads((Path(args.out) / f"attention_window_{Path(args.model).name}.json").read_text())
+        result = json.loads((Path(args.out) / f"{experiment}_{Path(args.model).name}.json").read_text())
         print(markdown(result))
         return result
     start = time.time()
-    result = run(jai.load(args.model), speech_clips(args.synth), name=Path(args.model).name,
-                 max_new_tokens=args.max_new_tokens, out=args.out)
+    result = run(jai.load(args.model), speech_clips(args.synth), name=Path(args.model).name, out=args.out,
+                 **(run_kwargs(args) if run_kwargs is not None else {}))
     print(markdown(result))
     print(f"{time.time() - start:.0f} s")
     return result
 
+
+def main(argv=None) -> dict:
+    return module_main(argv, description=__doc__.split("\n")[0], experiment="attention_window", run=run,
+                       markdown=markdown, synth=0,
+                       add_arguments=lambda p: p.add_argument("--max-new-tokens", type=int, default=48),
+                       run_kwargs=lambda args: {"max_new_tokens": args.max_new_tokens})
 
 if __name__ == "__main__":
     main()
