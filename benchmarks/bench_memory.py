@@ -10,7 +10,7 @@ docs/scale.md): both XLA:CPU schedulers are compiled and the lower peak kept (th
 one gave the head sweep a 60 GiB peak instead of 12); XLA:CPU keeps float32 copies of bfloat16
 weights, so a bfloat16 row's estimate is min(CPU peak, its args + output + float32 temp).
 
-    python benchmarks/bench_memory.py [--devices 1,8] [--only transcribe,head_sweep]
+    python benchmarks/bench_memory.py [--devices 1,8] [--only transcribe,head_sweep] [--merge]
     python benchmarks/bench_memory.py --markdown benchmarks/results/memory_fit.json
 """
 
@@ -166,6 +166,8 @@ def main():
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(OUT))
     parser.add_argument("--markdown", metavar="JSON", help="only print the tables of an earlier run")
+    parser.add_argument("--merge", action="store_true",
+                        help="replace only the --only analyses' rows in an existing --out file (goals recomputed)")
     args = parser.parse_args()
     if args.markdown:
         return print(markdown(json.loads(Path(args.markdown).read_text())))
@@ -176,10 +178,14 @@ def main():
     rows = lowest_peaks([r for n in map(int, args.devices.split(",")) for sched in SCHEDULERS
                          for r in run_devices(n, only, sched)])
     add_estimates(rows)
+    out = Path(args.out)
+    if args.merge and out.is_file():  # keep the other analyses' rows, in their order
+        ran = {r["analysis"] for r in rows}
+        rows = [r for r in json.loads(out.read_text())["rows"] if r["analysis"] not in ran] + rows
+        rows.sort(key=lambda r: (r["devices"], list(ANALYSES).index(r["analysis"])))
     result = {"jax": jax.__version__, "backend": "cpu (host devices)", "cpu": platform.processor() or platform.machine(),
               "cpu_schedulers": SCHEDULERS, "chips_bytes": CHIPS, "headroom": HEADROOM, "sizes": SIZES, "rows": rows, "goals": goals(rows),
               "seconds": round(time.perf_counter() - start, 1)}
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(markdown(result))

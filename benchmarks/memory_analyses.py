@@ -140,17 +140,22 @@ def cross_head_decode_sweep(dims, dtype, mesh):
     return fn, args, f"1 utterance, {weights.shape[0]} patches, {max_new} new tokens, chunk 16"
 
 
-def attribution(dims, dtype, mesh):
-    """attribution_batch: one utterance a device, the contextual-bias experiment's 8 families."""
+def attribution(dims, dtype, mesh, remat=False):
+    """attribution_batch: one utterance a device, the contextual-bias experiment's 8 families
+    (``remat``: each layer recomputed in the backward pass)."""
     n, t = mesh.size, SIZES["sweep_tokens"]
     fams = ATTRIBUTION_FAMILIES
     fn = lambda p, mels, tok, refs, w: attribution_batch(p, mels, tok, refs, w, dims=dims, families=fams,
-                                                         dtype=dtype)
+                                                         dtype=dtype, remat=remat)
     refs = {f: _ref(jai.FAMILIES[f], dims, t, mesh, lead=(n,)) for f in fams}
     refs = {f: batched(r.shape, r.dtype, mesh) for f, r in refs.items()}
     args = (whisper_params(dims, dtype, mesh), batched((n, dims.n_mels, dims.n_samples_frames), jnp.float32, mesh),
             batched((n, t), jnp.int32, mesh), refs, batched((n, t - 1), jnp.float32, mesh))
-    return fn, args, f"{n} utterance(s), {t} tokens, {len(fams)} families"
+    return fn, args, f"{n} utterance(s), {t} tokens, {len(fams)} families" + (", remat" if remat else "")
+
+
+def attribution_remat(dims, dtype, mesh):
+    return attribution(dims, dtype, mesh, remat=True)
 
 
 def probe_sweep(dims, dtype, mesh):
@@ -195,6 +200,7 @@ ANALYSES = {
     "component_sweep": (encoder_head_sweep, "large-v3", BOTH, "batch"),
     "decode_sweep": (cross_head_decode_sweep, "large-v3", BOTH, "batch"),
     "attribution": (attribution, "large-v3", BOTH, "batch"),
+    "attribution_remat": (attribution_remat, "large-v3", BOTH, "batch"),
     "probe_sweep": (probe_sweep, "large-v3", ("float32",), "batch"),
     "qwen_forward": (qwen_forward, "qwen2-audio-7b", BOTH, "model"),
     "qwen_generate": (qwen_generate, "qwen2-audio-7b", BOTH, "model"),

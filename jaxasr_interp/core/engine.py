@@ -127,8 +127,14 @@ def read_out(x, table, ids, axis: int = 0):
 
 
 def run_blocks(block: Callable, blocks, x, *, prefix: str, edits: dict, capture: tuple, xs=None,
-               unroll: bool = False):
+               unroll: bool = False, remat: bool = False):
     """``block(x, p_l, tap, xs_l) -> (x, out_l)`` over the layers -> (x, stacked captures, outs).
+
+    ``remat``: each layer under ``jax.checkpoint``, so a backward pass keeps only the layers'
+    inputs and recomputes each layer's internals (attention patterns) when it reaches it: the
+    memory of a gradient through L layers falls to about one layer's, at one more forward pass.
+    Forward values are unchanged; gradients agree to float32 rounding (XLA may fuse the
+    recomputation differently).
 
     Scanned: ``blocks``, ``edits`` and ``xs`` carry a leading layer axis, ``outs`` come back
     stacked. Unrolled (``unroll`` or ``blocks`` a sequence of per-layer trees): ``xs`` is a
@@ -140,6 +146,8 @@ def run_blocks(block: Callable, blocks, x, *, prefix: str, edits: dict, capture:
         x, out = block(x, p_l, tap, xs_l)
         return x, (tap.captured, out)
 
+    if remat:
+        body = jax.checkpoint(body)
     if not unroll and not isinstance(blocks, (tuple, list)):
         x, (stacked, outs) = jax.lax.scan(body, x, (blocks, edits, xs))
         return x, stacked, outs
@@ -170,11 +178,12 @@ def later(tree, start_layer: int, per_layer: bool):
 
 def run_stack(family: Family, stack: str, params, inputs, *, dims, edits, capture, n_tokens: int,
               embed: Callable, block: Callable, head: Callable, start_layer: int | None = None,
-              xs=None, unroll: bool = False, readout=None) -> tuple[Any, dict, Any]:
+              xs=None, unroll: bool = False, readout=None, remat: bool = False) -> tuple[Any, dict, Any]:
     """One stack (``stack``, the site prefix of its blocks): ``embed(inputs, tap) -> x`` (skipped
     when ``start_layer`` is given: ``inputs`` is then ``resid_pre[start_layer]``), the blocks
     of ``params["blocks"]`` from ``start_layer`` (:func:`run_blocks`), ``head(x, tap) -> y``
-    (``head(x, tap, readout)`` when ``readout`` ids are given, see :func:`read_out`).
+    (``head(x, tap, readout)`` when ``readout`` ids are given, see :func:`read_out`);
+    ``remat``: each block rematerialised in a backward pass (:func:`run_blocks`).
     ``edits`` and ``capture`` are this stack's own (:meth:`Family.own`). Returns
     ``(y, acts, outs)``."""
     s = split(family, edits, capture, dims, n_tokens)
@@ -189,6 +198,6 @@ def run_stack(family: Family, stack: str, params, inputs, *, dims, edits, captur
     else:
         x = embed(inputs, tap)
     x, stacked, outs = run_blocks(block, blocks, x, prefix=stack, edits=block_edits,
-                                  capture=s.block_capture, xs=xs, unroll=per_layer)
+                                  capture=s.block_capture, xs=xs, unroll=per_layer, remat=remat)
     y = head(x, tap) if readout is None else head(x, tap, readout)
     return y, {**tap.captured, **stacked}, outs

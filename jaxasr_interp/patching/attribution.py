@@ -60,53 +60,57 @@ def _checked(metric: str, families, refs, mode: str, dims: Dims, n_tokens: int, 
 
 def attribution_patching(params, mel, tokens, refs: dict, position_weights, contrast=None, *,
                          dims: Dims, families: tuple, metric: str = "logprob",
-                         mode: str = "interpolate", dtype=None, precision="highest"):
+                         mode: str = "interpolate", dtype=None, precision="highest", remat: bool = False):
     """Linear estimates of the score change of every patch (alpha 0 -> 1) of ``families``.
 
     ``refs`` {family: the reference's stacked site} (unused for ``mode="zero"``: zero ablation
     is interpolation towards zeros, the same compiled program), ``position_weights`` [T - 1]
     -> ``({family: [L, P]}, clean score)``; P = heads for head families, else 1 (the layout of
     :func:`.patching.component_sweep` without the alpha axis). ``dtype``: ``"float32"`` /
-    ``"bfloat16"`` (None: the parameters' own); ``precision``: the matmul precision.
+    ``"bfloat16"`` (None: the parameters' own); ``precision``: the matmul precision;
+    ``remat``: recompute each layer in the backward pass instead of keeping every layer's
+    attention (large models: large-v3's attribution fits a v5e-8 slice only with it, see
+    docs/scale.md; the estimates agree with ``remat=False`` to float32 rounding).
     """
     families, refs = _checked(metric, families, refs, mode, dims, jnp.shape(tokens)[0])
     return _attribution(params, mel, tokens, refs, position_weights, contrast, dims=dims,
                         families=families, metric=metric, dtype=compute_dtype(dtype, params),
-                        precision=as_precision(precision))
+                        precision=as_precision(precision), remat=remat)
 
 
 def attribution_batch(params, mels, tokens, refs: dict, position_weights, contrast=None, *,
                       dims: Dims, families: tuple, metric: str = "logprob", mode: str = "interpolate",
-                      chunk: int | None = None, dtype=None, precision="highest"):
+                      chunk: int | None = None, dtype=None, precision="highest", remat: bool = False):
     """:func:`attribution_patching` of B utterances in one compiled program, the batch split over
     all devices (``chunk`` utterances per device at a time; None: all at once).
 
     ``mels`` [B, n_mels, frames], ``tokens`` [B, T], ``refs`` {family: [B, L, ...]},
     ``position_weights`` [B, T - 1], ``contrast`` [B, T - 1] or None ->
-    ``({family: [B, L, P]}, clean scores [B])``.
+    ``({family: [B, L, P]}, clean scores [B])``. ``remat``: as :func:`attribution_patching`.
     """
     families, refs = _checked(metric, families, refs, mode, dims, jnp.shape(tokens)[1], len(mels))
     return _attribution_many(params, mels, tokens, refs, position_weights, contrast, dims=dims,
                              families=families, metric=metric, chunk=chunk,
-                             dtype=compute_dtype(dtype, params), precision=as_precision(precision))
+                             dtype=compute_dtype(dtype, params), precision=as_precision(precision),
+                             remat=remat)
 
 
 def _attribution_one(params, mel, tokens, refs, position_weights, contrast, *, dims, families, metric,
-                     dtype, precision):
+                     dtype, precision, remat=False):
     weights = {f: jnp.zeros((n_layers(FAMILIES[f], dims), local_masks(f, dims).shape[0])) for f in families}
 
     def fn(ws):
         edits = {FAMILIES[f]: interpolate(refs[f], 1.0, mask=weighted_mask(ws[f], local_masks(f, dims)))
                  for f in families}
         _, acts = forward(params, mel, tokens, dims=dims, edits=edits, capture=["decoder.ln_final"],
-                          dtype=dtype, precision=precision)
+                          dtype=dtype, precision=precision, remat=remat)
         return score(readout(acts["decoder.ln_final"], params, tokens, contrast), position_weights, metric)
 
     clean, grads = jax.value_and_grad(fn)(weights)
     return grads, clean
 
 
-_STATIC = ("dims", "families", "metric", "dtype", "precision")
+_STATIC = ("dims", "families", "metric", "dtype", "precision", "remat")
 _attribution = jax.jit(_attribution_one, static_argnames=_STATIC)
 
 

@@ -121,21 +121,22 @@ def _check_input(x, dims: Dims, stack: str, start_layer: int, edits, capture):
                          "use jax.vmap for batches")
 
 
-_STATIC = ("dims", "capture", "dtype", "precision", "start_layer")
+_STATIC = ("dims", "capture", "dtype", "precision", "start_layer", "remat")
 
 
 def encode(params: Params, mel, *, dims: Dims, edits=None, capture=(), start_layer: int | None = None,
-           dtype=jnp.float32, precision: str | None = "highest"):
+           dtype=jnp.float32, precision: str | None = "highest", remat: bool = False):
     """Encoder: mel [n_mels, 2 * n_audio_ctx] (or ``resid_pre[start_layer]`` [S, D]) ->
-    (audio features [n_audio_ctx, D], acts)."""
+    (audio features [n_audio_ctx, D], acts). ``remat``: each block rematerialised in a backward
+    pass (memory of one layer's attention instead of all; :func:`.core.engine.run_blocks`)."""
     edits, capture = WHISPER.own("encoder", edits, capture)
     _check_input(mel, dims, "encoder", start_layer, edits, capture)
     return _encode(unwrap(params), mel, dims=dims, edits=edits, capture=capture,
-                   start_layer=start_layer, dtype=dtype, precision=precision)
+                   start_layer=start_layer, dtype=dtype, precision=precision, remat=remat)
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
-def _encode(params, mel, *, dims, edits, capture, start_layer, dtype, precision):
+def _encode(params, mel, *, dims, edits, capture, start_layer, dtype, precision, remat=False):
     with jax.default_matmul_precision(precision):
         p = cast(params["encoder"], dtype)
         x, acts, _ = run_stack(
@@ -143,19 +144,20 @@ def _encode(params, mel, *, dims, edits, capture, start_layer, dtype, precision)
             edits=edits, capture=capture, n_tokens=0, start_layer=start_layer,
             embed=lambda mel, tap: encoder_stem(mel, p, tap, dtype),
             block=lambda x, p_l, tap, _: (encoder_block(x, p_l, tap, dims.n_audio_head), None),
-            head=lambda x, tap: tap("encoder.ln_post", L.layer_norm(x, p["ln_post"])))
+            head=lambda x, tap: tap("encoder.ln_post", L.layer_norm(x, p["ln_post"])), remat=remat)
     return x, acts
 
 
 def decode(params: Params, tokens, audio_features, *, dims: Dims, edits=None, capture=(),
            cache=None, offset=0, start_layer: int | None = None, cross=None, readout=None,
-           dtype=jnp.float32, precision: str | None = "highest"):
+           dtype=jnp.float32, precision: str | None = "highest", remat: bool = False):
     """Decoder: tokens [T] (or ``resid_pre[start_layer]`` [T, D]) -> (logits [T, n_vocab] in
     float32, acts), or with a KV ``cache`` (see :mod:`.decoding`) -> (logits, acts, new cache)
     for tokens at positions ``offset...``. ``cross``: every layer's precomputed cross-attention
     keys and values (:func:`cross_kv_stack`), shared by the patches of a sweep; then
     ``audio_features`` may be None and cross-attention k/v can be neither edited nor captured.
-    ``readout``: token ids [T, k] -> logits [T, k] of only those ids (module docstring)."""
+    ``readout``: token ids [T, k] -> logits [T, k] of only those ids (module docstring).
+    ``remat``: each block rematerialised in a backward pass (as :func:`encode`)."""
     edits, capture = WHISPER.own("decoder", edits, capture)
     _check_input(tokens, dims, "decoder", start_layer, edits, capture)
     if cross is not None and WHISPER.audio_sites & (set(edits) | set(capture)):
@@ -164,12 +166,12 @@ def decode(params: Params, tokens, audio_features, *, dims: Dims, edits=None, ca
     readout = check_readout(WHISPER, "decoder", readout, jnp.shape(tokens)[0], dims.n_vocab, edits)
     return _decode(unwrap(params), jnp.asarray(tokens), audio_features, cross, readout, dims=dims,
                    edits=edits, capture=capture, cache=cache, offset=offset,
-                   start_layer=start_layer, dtype=dtype, precision=precision)
+                   start_layer=start_layer, dtype=dtype, precision=precision, remat=remat)
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
 def _decode(params, tokens, audio_features, cross, readout, *, dims, edits, capture, cache, offset,
-            start_layer, dtype, precision):
+            start_layer, dtype, precision, remat=False):
     n_tokens = tokens.shape[0]
     with jax.default_matmul_precision(precision):
         p = cast(params["decoder"], dtype)
@@ -202,7 +204,8 @@ def _decode(params, tokens, audio_features, cross, readout, *, dims, edits, capt
         logits, acts, outs = run_stack(
             WHISPER, "decoder", p, tokens if start_layer is None else tokens.astype(dtype), dims=dims,
             edits=edits, capture=capture, n_tokens=n_tokens, start_layer=start_layer,
-            embed=embed, block=block, head=head, xs=xs, unroll=cache is not None, readout=readout)
+            embed=embed, block=block, head=head, xs=xs, unroll=cache is not None, readout=readout,
+            remat=remat)
     if cache is None:
         return logits, acts
     outs = [{**xs_l, **out} for xs_l, out in zip(xs[start_layer or 0:], outs)]
@@ -210,9 +213,10 @@ def _decode(params, tokens, audio_features, cross, readout, *, dims, edits, capt
 
 
 def forward(params: Params, mel, tokens, *, dims: Dims, edits=None, capture=(), readout=None,
-            dtype=jnp.float32, precision: str | None = "highest"):
+            dtype=jnp.float32, precision: str | None = "highest", remat: bool = False):
     """Teacher-forced pass: mel [n_mels, frames], tokens [T] -> (logits [T, n_vocab], acts);
-    with ``readout`` ids [T, k], logits [T, k] of only those ids.
+    with ``readout`` ids [T, k], logits [T, k] of only those ids. ``remat``: every block
+    rematerialised in a backward pass (see :func:`encode`).
 
     ``acts`` maps each captured site name (patterns expanded) to its value; block sites are
     stacked over layers ``[L, ...]``.
@@ -220,9 +224,10 @@ def forward(params: Params, mel, tokens, *, dims: Dims, edits=None, capture=(), 
     if readout is not None and jnp.ndim(tokens) == 1:  # a bad readout fails before the encoder runs
         check_readout(WHISPER, "decoder", readout, jnp.shape(tokens)[0], dims.n_vocab, edits)
     audio_features, enc_acts = encode(params, mel, dims=dims, edits=edits, capture=capture,
-                                      dtype=dtype, precision=precision)
+                                      dtype=dtype, precision=precision, remat=remat)
     logits, dec_acts = decode(params, tokens, audio_features, dims=dims, edits=edits,
-                              capture=capture, readout=readout, dtype=dtype, precision=precision)
+                              capture=capture, readout=readout, dtype=dtype, precision=precision,
+                              remat=remat)
     return logits, {**enc_acts, **dec_acts}
 
 
