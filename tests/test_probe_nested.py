@@ -98,3 +98,11 @@ def test_experiment_end_to_end_writes_the_schema_and_reruns_bit_identically(tmp_
     assert gender["held_out"]["speaker"]["n"] == 12
     halluc = res["tasks"]["hallucination"]  # a random model is never right: too few to probe
     assert "skipped" in halluc and halluc["pool"]["pool"] == 12
+    # the same work folder with a config asking for other sizes: an error, not the old data
+    bigger = json.loads(json.dumps(config))
+    bigger["tasks"]["hallucination"]["pool"] = 24
+    with pytest.raises(ValueError, match=r"built with n 12 \(config: 24\).*delete"):
+        run_probes(bigger, model, tmp_path / "b", config_path="c.json")
+    bigger["tasks"]["hallucination"]["pool"] = 12
+    bigger["tasks"]["gender"]["engines"] = ["festival", "flite", "espeak-ng"]  # order is no change
+    assert json.loads(run_probes(bigger, model, tmp_path / "b", config_path="c.json").read_bytes())["tasks"] == res["tasks"]

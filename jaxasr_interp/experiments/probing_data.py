@@ -19,6 +19,7 @@ erroneous items, so the two classes have the same noise and rate histogram by co
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -54,6 +55,27 @@ def build_hard_pool(out, n: int, *, seed: int = 0, speed=(140, 340), noisy_share
                          params=dict(n=n, speed=list(speed), noisy_share=noisy_share, snr=list(snr)))
 
 
+def _asked(spec: dict) -> dict:
+    """The builder parameters a task's spec asks for, named as ``dataset.json`` records them."""
+    if spec["builder"] == "hard-pool":
+        return {"n": spec["pool"], **{key: spec[key] for key in ("speed", "noisy_share", "snr") if key in spec}}
+    return {key: spec[key] for key in ("n_per_class", "engines") if key in spec}
+
+
+def _check_built_as_asked(root: Path, spec: dict, seed: int) -> None:
+    """A dataset built earlier with other sizes is an error, never silently reused."""
+    meta = json.loads((root / "dataset.json").read_text()) if (root / "dataset.json").exists() else {}
+    built = {"builder": meta.get("name"), "seed": meta.get("seed"), **meta.get("params", {})}
+    norm = lambda v: sorted(v) if isinstance(v, list) and all(isinstance(x, str) for x in v) else v
+    wrong = [f"{key} {built[key]!r} (config: {value!r})"
+             for key, value in {"builder": spec["builder"], "seed": seed, **_asked(spec)}.items()
+             if key in built and built[key] is not None and norm(list(value) if isinstance(value, tuple) else value)
+             != norm(built[key])]
+    if wrong:
+        raise ValueError(f"{root} was built with {', '.join(wrong)}: delete {root.parent} (dataset and "
+                         f"features) to rebuild it at the config's sizes, or pass --work DIR")
+
+
 def task_data(task: str, spec: dict, work, seed: int):
     from jaxasr_interp.data import BUILDERS, read_dataset
     root = Path(work) / task / "data"
@@ -68,6 +90,7 @@ def task_data(task: str, spec: dict, work, seed: int):
             counts = BUILDERS[builder](root, spec["n_per_class"], seed=seed)
         print(f"built {root}: {counts}", file=sys.stderr)
     data = read_dataset(root)
+    _check_built_as_asked(root, spec, seed)
     if spec.get("items"):  # the first N items only (every builder here is balanced in each prefix)
         data = dataclasses.replace(data, rows=data.rows[: spec["items"]])
     return data
