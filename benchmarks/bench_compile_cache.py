@@ -9,7 +9,7 @@ the cache's share from the operating system's file cache. Wall time of the whole
 (imports, model load, compilation, work). Goal: second / first <= 0.6. Writes the times, the
 ratios and the cache's size per command.
 
-    python benchmarks/bench_compile_cache.py [--only report,probe-noise] [--no-control]
+    python benchmarks/bench_compile_cache.py [--only report,probe-noise] [--no-control] [--merge]
 """
 
 from __future__ import annotations
@@ -92,6 +92,7 @@ def main():
     parser.add_argument("--no-control", action="store_true", help="skip the cache-off run")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per run")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_compile_cache_cpu.json"))
+    parser.add_argument("--merge", action="store_true", help="replace only these commands' rows in an existing --out")
     args = parser.parse_args()
     names = [n for n in args.only.split(",") if n]
     unknown = sorted(set(names) - set(COMMANDS))
@@ -109,9 +110,16 @@ def main():
                   f"({row['second_over_first']:.2f})" + (f", cache off {row['cache_off_s']:.1f} s"
                                                          if "cache_off_s" in row else "")
                   + f", {row['cache_entries']} entries / {row['cache_mb']} MB, rc {row['rc']}", flush=True)
+    out = Path(args.out)
+    if args.merge and out.is_file():  # the other commands' rows kept, in COMMANDS order
+        rows = {**json.loads(out.read_text())["commands"], **result["commands"]}
+        result["commands"] = {name: rows[name] for name in COMMANDS if name in rows}
     print(json.dumps(result, indent=2))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    failed = [name for name, row in result["commands"].items() if any(row["rc"])]
+    if failed:
+        raise SystemExit(f"error: {', '.join(failed)} exited non-zero (stderr_tail in {out}); their times mean nothing")
 
 
 if __name__ == "__main__":

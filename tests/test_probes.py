@@ -113,5 +113,7 @@ def test_cli_probe_bad_input_is_one_error_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == f"error: {tmp_path} is not a dataset: dataset.json is missing (see jaxasr_interp.data)"
     assert main(["experiment", "probe-noise", "--out", str(tmp_path / "o"), "--n", "3"]) == 2
     assert "at least the 5 items per class" in capsys.readouterr().err
+    assert main(["experiment", "probe-noise", "--out", str(tmp_path / "o"), "--n", "1", "--folds", "2"]) == 2
+    assert "at least the 2 items per class that 2-fold" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["experiment", "probe-nothing", "--out", str(tmp_path)])

@@ -45,8 +45,9 @@ def _probe(args) -> int:
 
 def _experiment(args) -> int:
     from jaxasr_interp.experiments.probing import run_experiment
-    if args.n is not None and args.n < 5:
-        raise ValueError(f"--n must be at least the 5 items per class that 5-fold needs, got {args.n}")
+    if args.n is not None and args.n < args.folds:
+        raise ValueError(f"--n must be at least the {args.folds} items per class that {args.folds}-fold "
+                         f"cross-validation needs (--folds), got {args.n}")
     summary = run_experiment(args.experiment, args.out, model=args.model, n_per_class=args.n,
                              seed=args.seed, pool=args.pool, **_probe_kw(args), **numerics(args))
     _print(summary, args.json)
