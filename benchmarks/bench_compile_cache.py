@@ -34,7 +34,7 @@ COMMANDS = {
     "probe-accent": ["experiment", "probe-accent", *SMALL_PROBE],
     "probe-noise": ["experiment", "probe-noise", *SMALL_PROBE],
     "probe-speech": ["experiment", "probe-speech", *SMALL_PROBE],
-    "probe-hallucination": ["experiment", "probe-hallucination", "--n", "4", "--pool", "32",
+    "probe-hallucination": ["experiment", "probe-hallucination", "--n", "2", "--pool", "128",
                             "--folds", "2", "--seeds", "0", "--l2", "0.01"],
 }
 
