@@ -13,12 +13,14 @@ NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
 def _leaves(obj):
-    """Every number in a JSON document, including those inside strings ("encoder.3")."""
+    """Every number in a JSON document, including those inside strings ("encoder.3"), and the
+    length of every list (a count such as "16 pairs" is the length of the pairs listed)."""
     if isinstance(obj, dict):
         for key, value in obj.items():
             yield from _leaves(key)
             yield from _leaves(value)
     elif isinstance(obj, list):
+        yield float(len(obj))
         for value in obj:
             yield from _leaves(value)
     elif isinstance(obj, bool):
