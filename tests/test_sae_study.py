@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxasr_interp.sae import separation as S
-from jaxasr_interp.sae import study
+from jaxasr_interp.sae import study, study_report, study_targets
 from test_sae_inspect import model  # noqa: F401  (the random test model fixture)
 
 
@@ -28,7 +28,7 @@ def _check_binary(t, n, layers):
 
 
 def test_study_added_targets_at_a_tiny_size(model, tmp_path, monkeypatch):  # noqa: F811
-    real = study._transcribe
+    real = study_targets._transcribe
     seen = {}
 
     def transcribe(m, paths, max_new_tokens):  # the real call, then the first 5 clips made correct
@@ -37,7 +37,7 @@ def test_study_added_targets_at_a_tiny_size(model, tmp_path, monkeypatch):  # no
         rows = study._datasets(tmp_path / "work", 5, 0, {"noise"})["noise"].rows
         return [r["transcript"] if i < 5 else "" for i, r in enumerate(rows)]
 
-    monkeypatch.setattr(study, "_transcribe", transcribe)
+    monkeypatch.setattr(study_targets, "_transcribe", transcribe)
     result = study.run(model, tmp_path / "results", work=tmp_path / "work", layers=[1],
                        targets=("noisy", "accent", "error"), n=5, expansion=2, k=3, steps=3, batch=64, top=2,
                        ablate_top=2, controls=1, factors=(4.0,), max_new_tokens=3, seeds=(0,), progress=False)
@@ -86,11 +86,11 @@ def test_error_target_skips_a_class_under_five():
     n = 12
     items = [dict(wer=0.5 if i < 3 else 0.0, noisy="noisy" if i % 2 else "clean", rate="fast") for i in range(n)]
     means = [rng.random((n, 6))]
-    out = study._error(dict(items=items), 0, means, rng.random((1, n, 4)).astype(np.float32), [1], (0,),
-                       np.arange(n) % 2)
+    out = study_targets._error(dict(items=items), 0, means, rng.random((1, n, 4)).astype(np.float32), [1], (0,),
+                               np.arange(n) % 2)
     assert out["counts"] == [9, 3] and "skipped" in out and "layers" not in out
     assert out["by_noisy"] == {"clean": dict(correct=4, error=2), "noisy": dict(correct=5, error=1)}
-    (line,) = [x for x in study._added_markdown(dict(model="m", targets={"error": out})) if x]
+    (line,) = [x for x in study_report._added_markdown(dict(model="m", targets={"error": out})) if x]
     assert "error (WER > 0) on 3 of 12" in line and "clean: 2 error, 4 correct" in line
 
 
