@@ -46,6 +46,8 @@ def test_trace_ops_names_the_ops():
     f = jax.jit(lambda a: jnp.exp(a @ a))
     x = jnp.asarray(np.ones((64, 64), np.float32))
     hlo = f.lower(x).compile().as_text()
-    rows = bench_roofline.trace_ops(lambda: f(x).block_until_ready(), hlo, calls=2)
+    # every op, not the top 12: in a worker process that ran other tests, other threads' events
+    # (compilation, transfers) can outlast a 64x64 matmul in the trace
+    rows = bench_roofline.trace_ops(lambda: f(x).block_until_ready(), hlo, calls=2, top=None)
     assert rows and all(r["s_per_call"] >= 0 for r in rows)
     assert any("dot" in r["kinds"] or "dot" in r["op"] for r in rows)
