@@ -98,11 +98,7 @@ def probes_held_out(results: dict) -> str:
                     "accuracy % (95% CI)", "control %"], rows)
 
 
-@table("probes-nuisance")
-def probes_nuisance(results: dict) -> str:
-    r = results["tasks"].get("hallucination", {})
-    if "nuisance" not in r:
-        return "(no hallucination results)\n"
+def _nuisance_table(r: dict) -> str:
     nz = r["nuisance"]
     rows = []
     for i, layer in enumerate(r["layers"]):
@@ -112,6 +108,29 @@ def probes_nuisance(results: dict) -> str:
                  f"{100 * nz['rate']['majority']:.1f}", f"{100 * nz['length']['majority']:.1f}"])
     return rows_md(["layer", "correct vs error %", "selectivity, points", "SNR above median %",
                     "rate above median %", "transcript length above median %"], rows)
+
+
+@table("probes-nuisance")
+def probes_nuisance(results: dict) -> str:
+    r = results["tasks"].get("hallucination", {})
+    return _nuisance_table(r) if "nuisance" in r else "(no hallucination results)\n"
+
+
+@table("probes-length-matched")
+def probes_length_matched(results: dict) -> str:
+    """The correct-vs-error probe balanced on transcript length too, its best layer and class means."""
+    r = results["tasks"].get("hallucination", {}).get("length_matched")
+    if r is None or "nuisance" not in r:
+        return "(no length-matched results)\n"
+    b, nz = r["best"], r["nuisance"]
+    means = lambda key: " / ".join(f"{nz[key]['class_means'][c]:.1f}" for c in ("0", "1"))
+    head = rows_md(["n", "classes", "majority %", "layer chosen on inner folds", "accuracy % (95% CI)", "control %",
+                    "selectivity, points", "words, correct / error", "SNR dB of noisy items, correct / error",
+                    "wpm, correct / error"],
+                   [[r["n"], ", ".join(f"{c} {k}" for c, k in zip(r["classes"], r["counts"])),
+                     f"{100 * r['majority']:.1f}", _chosen(b["layers"]), pct(b["accuracy"]), pct(b["control"]),
+                     pct(b["selectivity"]), means("length"), means("noise"), means("rate")]])
+    return head + "\n" + _nuisance_table(r)
 
 
 def table_function(name: str):

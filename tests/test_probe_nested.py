@@ -56,6 +56,27 @@ def test_bootstrap_interval_has_the_binomial_width():
     assert lo < 0.75 < hi
 
 
+def test_length_matched_balancing_equalises_the_word_count_histogram():
+    """Errors made longer by construction: noise x rate strata keep the length gap, adding the
+    exact word count to the strata removes it (same histogram per class) and keeps noise and rate balanced."""
+    from jaxasr_interp.experiments import probing_data as D
+    rng = np.random.default_rng(0)
+    n = 600
+    labels = rng.integers(0, 2, n)
+    snr = rng.choice([-3.0, 2.0, 10.0, D.CLEAN_SNR], n)
+    speed = rng.integers(150, 320, n)
+    words = rng.integers(6, 12, n) + 2 * labels  # errors 2 words longer on average
+    plain = D.balanced_by_strata(labels, D.strata(snr, speed), seed=0)
+    gap = words[plain][labels[plain] == 1].mean() - words[plain][labels[plain] == 0].mean()
+    assert 1.5 < gap < 2.5
+    keep = D.balanced_by_strata(labels, D.strata(snr, speed, words), seed=0)
+    by_class = [keep[labels[keep] == c] for c in (0, 1)]
+    assert len(by_class[0]) == len(by_class[1]) > 100
+    for values in (words, D.strata(snr, speed)):
+        assert (np.bincount(values[by_class[0]], minlength=400) == np.bincount(values[by_class[1]], minlength=400)).all()
+    assert D.word_counts(["a b  c", "", "one"]).tolist() == [3, 0, 1]
+
+
 def _random_model():
     import jax
     import jax.numpy as jnp
@@ -82,7 +103,7 @@ def test_experiment_end_to_end_writes_the_schema_and_reruns_bit_identically(tmp_
                       gender=dict(builder="gender-engines", n_per_class=6, engines=["espeak-ng", "flite", "festival"],
                                   target="gender", groups="speaker", held_out=["engine", "speaker"]),
                       hallucination=dict(builder="hard-pool", pool=12, target="outcome", min_error_wer=0.0,
-                                         groups="transcript")))
+                                         groups="transcript", length_matched=True)))
     model = _random_model()
     first = run_probes(config, model, tmp_path / "a", config_path="c.json").read_bytes()
     again = run_probes(config, model, tmp_path / "a", config_path="c.json").read_bytes()
@@ -98,6 +119,7 @@ def test_experiment_end_to_end_writes_the_schema_and_reruns_bit_identically(tmp_
     assert gender["held_out"]["speaker"]["n"] == 12
     halluc = res["tasks"]["hallucination"]  # a random model is never right: too few to probe
     assert "skipped" in halluc and halluc["pool"]["pool"] == 12
+    assert "skipped" in halluc["length_matched"] and "word count" in halluc["length_matched"]["pool"]["matching"]
     # the same work folder with a config asking for other sizes: an error, not the old data
     bigger = json.loads(json.dumps(config))
     bigger["tasks"]["hallucination"]["pool"] = 24

@@ -122,8 +122,20 @@ def outcome_labels(wer: np.ndarray, min_error_wer: float, max_correct_wer: float
     return np.where(wer <= max_correct_wer, 0, np.where(wer > min_error_wer, 1, -1))
 
 
-def strata(snr_db: np.ndarray, speed: np.ndarray) -> np.ndarray:
-    return np.digitize(snr_db, NOISE_BINS) * (len(RATE_BINS) + 1) + np.digitize(speed, RATE_BINS)
+def strata(snr_db: np.ndarray, speed: np.ndarray, words: np.ndarray | None = None, *,
+           noise_bins=NOISE_BINS, rate_bins=RATE_BINS) -> np.ndarray:
+    """Stratum ids: noise bin x rate bin (bin edges ``noise_bins``, ``rate_bins``), and x the
+    exact word count when ``words`` is given."""
+    out = np.digitize(snr_db, noise_bins) * (len(rate_bins) + 1) + np.digitize(speed, rate_bins)
+    if words is None:
+        return out
+    words = np.asarray(words, np.int64)
+    return out * (int(words.max(initial=0)) + 1) + words
+
+
+def word_counts(transcripts) -> np.ndarray:
+    """Words of each transcript (split on white space)."""
+    return np.asarray([len(t.split()) for t in transcripts], np.int64)
 
 
 def balanced_by_strata(labels: np.ndarray, stratum: np.ndarray, seed: int) -> np.ndarray:

@@ -88,27 +88,49 @@ def _above_median(values) -> np.ndarray:
     return y if min(y.sum(), (1 - y).sum()) >= 0.25 * len(y) else (values >= np.median(values)).astype(int)
 
 
-def hallucination_labels(data, transcripts, spec, cfg):
-    """(keep indices, labels, stratum info) of the hard pool (module :mod:`.probing_data`)."""
+def hallucination_labels(data, transcripts, spec, cfg, *, match: dict | None = None):
+    """(keep indices, labels, stratum info) of the hard pool (module :mod:`.probing_data`).
+    ``match`` (the config's ``length_matched``): the strata also split by the exact word count
+    of the model's transcript, so both classes have the same length histogram too, with noise
+    and rate bin edges ``snr_edges`` / ``rate_edges`` when it gives them."""
     wer = D.item_wer([r["transcript"] for r in data.rows], transcripts)
     outcome = D.outcome_labels(wer, spec["min_error_wer"], spec.get("max_correct_wer", 0.0))
     snr = np.asarray([float(r["snr_db"]) for r in data.rows])
     speed = np.asarray([int(r["speed"]) for r in data.rows])
-    keep = D.balanced_by_strata(outcome, D.strata(snr, speed), cfg["seed"])
+    noise_bins, rate_bins = D.NOISE_BINS, D.RATE_BINS
+    if match is not None:
+        noise_bins, rate_bins = match.get("snr_edges", noise_bins), match.get("rate_edges", rate_bins)
+    words = None if match is None else D.word_counts(transcripts)
+    keep = D.balanced_by_strata(outcome, D.strata(snr, speed, words, noise_bins=noise_bins, rate_bins=rate_bins),
+                                cfg["seed"])
     pool = dict(pool=len(wer), max_correct_wer=spec.get("max_correct_wer", 0.0), min_error_wer=spec["min_error_wer"],
                 median_wer=round(float(np.median(wer)), 6), correct=int((outcome == 0).sum()), error=int((outcome == 1).sum()),
                 between=int((outcome == -1).sum()), kept=int(keep.size),
                 matching=f"balanced by construction: equal numbers of correct and error items in every "
-                         f"stratum of noise bins (snr_db edges {list(D.NOISE_BINS)}, clean = {D.CLEAN_SNR:g}) "
-                         f"x speaking-rate bins (espeak-ng wpm edges {list(D.RATE_BINS)})")
+                         f"stratum of noise bins (snr_db edges {list(noise_bins)}, clean = {D.CLEAN_SNR:g}) "
+                         f"x speaking-rate bins (espeak-ng wpm edges {list(rate_bins)})"
+                         + ("" if match is None else " x the exact word count of the model's transcript"))
     return keep, outcome[keep], snr[keep], speed[keep], pool
+
+
+def outcome_probe(x, names, groups, transcripts, data, spec, cfg, *, match: dict | None = None) -> dict:
+    """The correct-vs-error probe of the hard pool, balanced on noise and rate (and on the
+    transcript's word count with ``match``, :func:`hallucination_labels`), with its nuisance probes."""
+    keep, labels, snr, speed, pool = hallucination_labels(data, transcripts, spec, cfg, match=match)
+    x, groups, transcripts = x[:, keep], groups[keep], [transcripts[i] for i in keep]
+    out = dict(pool=pool, classes=["correct", "error"], counts=np.bincount(labels, minlength=2).tolist())
+    if min(out["counts"]) <= cfg["outer_folds"]:
+        return dict(out, skipped=f"too few items per class for nested {cfg['outer_folds']} x {cfg['inner_folds']}-fold")
+    out.update(summarise(_nested(x, labels, cfg, groups), names, cfg))
+    out["nuisance"] = nuisance_probes(x, names, transcripts, snr, speed, labels, cfg)
+    return out
 
 
 def nuisance_probes(x, names, transcripts, snr, speed, labels, cfg) -> dict:
     """Probes for SNR, speaking rate and transcript length (the model's transcript's word
     count), each above / below its median, on the same features, and each class's mean of them
     (SNR: over the noisy items, with the share of clean items beside it)."""
-    words = np.asarray([len(t.split()) for t in transcripts], float)
+    words = D.word_counts(transcripts).astype(float)
     out = {}
     for key, values in (("noise", snr), ("rate", speed), ("length", words)):
         y = _above_median(values)
@@ -127,11 +149,12 @@ def run_task(task: str, spec: dict, cfg: dict, model) -> dict:
     groups = _groups(data, spec.get("groups"))
     out = dict(target=spec["target"], groups=spec.get("groups"), dataset=dict(data.meta["params"], seed=data.meta["seed"]))
     if spec["builder"] == "hard-pool":
-        keep, labels, snr, speed, out["pool"] = hallucination_labels(data, transcripts, spec, cfg)
-        classes = ["correct", "error"]
-        x, groups, transcripts = x[:, keep], groups[keep], [transcripts[i] for i in keep]
-    else:
-        labels, classes = data.encoded(spec["target"])
+        out.update(outcome_probe(x, names, groups, transcripts, data, spec, cfg))
+        if spec.get("length_matched"):
+            match = spec["length_matched"] if isinstance(spec["length_matched"], dict) else {}
+            out["length_matched"] = outcome_probe(x, names, groups, transcripts, data, spec, cfg, match=match)
+        return out
+    labels, classes = data.encoded(spec["target"])
     counts = np.bincount(labels, minlength=len(classes))
     if counts.min() <= cfg["outer_folds"]:  # the inner folds need a few of every class too
         return dict(out, classes=classes, counts=counts.tolist(),
@@ -140,8 +163,6 @@ def run_task(task: str, spec: dict, cfg: dict, model) -> dict:
                **summarise(_nested(x, labels, cfg, groups), names, cfg))
     for column in spec.get("held_out", ()):
         out.setdefault("held_out", {})[column] = held_out(x, names, labels, classes, data, column, cfg)
-    if spec["builder"] == "hard-pool":
-        out["nuisance"] = nuisance_probes(x, names, transcripts, snr, speed, labels, cfg)
     return out
 
 
