@@ -77,6 +77,36 @@ def test_length_matched_balancing_equalises_the_word_count_histogram():
     assert D.word_counts(["a b  c", "", "one"]).tolist() == [3, 0, 1]
 
 
+def test_cli_hallucination_dataset_is_matched_on_noise_and_rate(tmp_path, monkeypatch):
+    """``experiment probe-hallucination``'s builder: correct / error pairs from one noise x rate
+    stratum each, at most k, the WER thresholds obeyed, the audio readable."""
+    import types
+
+    import jaxasr_interp.whisper.api as api
+    from jaxasr_interp.data import read_dataset
+    from jaxasr_interp.experiments import probing_data as D
+
+    def fake_transcribe(model, paths, **kw):  # right on every third item, else the first two words
+        refs = [r["transcript"] for r in read_dataset(tmp_path / "h" / "pool").rows]
+        return [t if i % 3 == 0 else " ".join(t.split()[:2]) for i, t in enumerate(refs)]
+
+    monkeypatch.setattr(api, "transcribe", fake_transcribe)
+    counts = D.build_matched_outcomes(tmp_path / "h", types.SimpleNamespace(source="fake"), pool=40, k=5, seed=1)
+    data = read_dataset(tmp_path / "h")
+    assert counts["outcome"]["correct"] == counts["outcome"]["error"] and 2 <= counts["outcome"]["correct"] <= 5
+    by = {c: [r for r in data.rows if r["outcome"] == c] for c in ("correct", "error")}
+    stratum = lambda rows: sorted(D.strata(np.asarray([float(r["snr_db"]) for r in rows]),
+                                           np.asarray([int(r["speed"]) for r in rows])).tolist())
+    assert stratum(by["correct"]) == stratum(by["error"])
+    assert max(float(r["wer"]) for r in by["correct"]) <= 0.2 < 0.5 < min(float(r["wer"]) for r in by["error"])
+    assert all(p.is_file() for p in data.paths) and "fake" in data.meta["label_source"]
+    with pytest.raises(FileExistsError):
+        D.build_matched_outcomes(tmp_path / "h", types.SimpleNamespace(source="fake"), pool=40, k=5)
+    monkeypatch.setattr(api, "transcribe", lambda model, paths, **kw: [""] * len(paths))  # never right
+    with pytest.raises(ValueError, match="enlarge --pool"):
+        D.build_matched_outcomes(tmp_path / "h2", types.SimpleNamespace(source="fake"), pool=6, k=5)
+
+
 def _random_model():
     import jax
     import jax.numpy as jnp

@@ -38,7 +38,7 @@ EXPERIMENTS = {
                         paper="90.0% at encoder layer 27 of 32 (large-v3, secondary)"),
     "probe-speech": dict(builder="speech", target="speech", n=40,
                          paper="100% at decoder layers 10-28 of 32 (large-v3, secondary)"),
-    "probe-hallucination": dict(builder="hallucination", target="outcome", n=24,
+    "probe-hallucination": dict(builder="matched-outcomes", target="outcome", n=24,
                                 paper="93.4% LibriSpeech / 88.1% Common Voice at decoder layer 22 of 32 "
                                       "(large-v3, secondary)"),
 }
@@ -107,8 +107,9 @@ def run_experiment(name: str, out_dir, *, model="tiny.en", n_per_class: int | No
     loaded = load(model) if isinstance(model, str) else model
     n = n_per_class or spec["n"]
     if not (data_dir / "labels.csv").exists():
-        if spec["builder"] == "hallucination":
-            counts = BUILDERS["hallucination"](data_dir, loaded, pool=pool or 8 * n, k=n, seed=seed)
+        if spec["builder"] == "matched-outcomes":  # classes from the model's errors, noise and rate balanced
+            from jaxasr_interp.experiments.probing_data import build_matched_outcomes
+            counts = build_matched_outcomes(data_dir, loaded, pool=pool or 8 * n, k=n, seed=seed)
         else:
             counts = BUILDERS[spec["builder"]](data_dir, n, seed=seed)
         print(f"built {data_dir}: {counts}", file=sys.stderr)  # stdout stays the summary (--json)

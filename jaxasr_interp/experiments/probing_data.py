@@ -148,3 +148,50 @@ def balanced_by_strata(labels: np.ndarray, stratum: np.ndarray, seed: int) -> np
         m = min(len(b) for b in by_class)
         keep += [rng.choice(b, m, replace=False) for b in by_class if m]
     return np.sort(np.concatenate(keep)) if keep else np.zeros(0, int)
+
+
+def matched_pairs(keep: np.ndarray, labels: np.ndarray, stratum: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """At most ``k`` (correct, error) pairs of the balanced ``keep`` (each pair from one
+    stratum, so the balance holds), drawn with ``seed``; sorted indices."""
+    pairs = []
+    for s in np.unique(stratum[keep]):
+        mine = keep[stratum[keep] == s]
+        pairs += list(zip(mine[labels[mine] == 0], mine[labels[mine] == 1]))
+    if len(pairs) > k:
+        pairs = [pairs[i] for i in np.random.default_rng(seed).choice(len(pairs), k, replace=False)]
+    return np.sort(np.asarray(pairs, int).reshape(-1))
+
+
+def build_matched_outcomes(out, model, pool: int = 192, k: int = 24, *, seed: int = 0, min_error_wer: float = 0.5,
+                           max_correct_wer: float = 0.2, batch_size: int = 8) -> dict:
+    """The ``experiment probe-hallucination`` dataset: a hard pool of ``pool`` utterances
+    (:func:`build_hard_pool`, in ``out/pool``; clean or pink noise at 0-20 dB, 120-260 wpm), the
+    model's greedy transcripts of it, and at most ``k`` correct (WER <= ``max_correct_wer``)
+    and ``k`` erroneous (WER > ``min_error_wer``) items, balanced on noise and rate by
+    construction (:func:`balanced_by_strata`, then whole pairs of one stratum). Columns
+    ``outcome`` (correct / error), ``wer``, ``hypothesis``, ``speed``, ``snr_db``."""
+    from jaxasr_interp.data import read_dataset, write_dataset
+    from jaxasr_interp.whisper.api import transcribe
+    root = Path(out)
+    if (root / "labels.csv").exists():
+        raise FileExistsError(f"{root} already holds a dataset; choose another directory")
+    if not (root / "pool" / "labels.csv").exists():
+        build_hard_pool(root / "pool", pool, seed=seed, speed=(120, 260), noisy_share=0.5, snr=(0.0, 20.0))
+    data = read_dataset(root / "pool")
+    hyps = transcribe(model, [str(p) for p in data.paths], batch_size=batch_size, progress=True)
+    wer = item_wer([r["transcript"] for r in data.rows], hyps)
+    labels = outcome_labels(wer, min_error_wer, max_correct_wer)
+    stratum = strata(np.asarray([float(r["snr_db"]) for r in data.rows]), np.asarray([int(r["speed"]) for r in data.rows]))
+    keep = matched_pairs(balanced_by_strata(labels, stratum, seed), labels, stratum, k, seed)
+    if keep.size < 4:
+        raise ValueError(f"the pool of {pool} gave {int((labels == 0).sum())} correct and {int((labels == 1).sum())} "
+                         f"erroneous items but {keep.size // 2} pairs matched on noise and rate; enlarge --pool")
+    items = [dict(path=f"pool/{data.rows[i]['path']}", transcript=data.rows[i]["transcript"],
+                  source=data.rows[i]["source"], outcome=("correct", "error")[labels[i]], wer=f"{wer[i]:.4f}",
+                  hypothesis=hyps[i].strip(), speed=data.rows[i]["speed"], snr_db=data.rows[i]["snr_db"]) for i in keep]
+    return write_dataset(root, items, name="matched-outcomes", seed=seed, classes={"outcome": ["correct", "error"]},
+                         label_source=f"model errors: WER of {model.source} greedy transcripts against the synthesis "
+                                      f"text (correct <= {max_correct_wer}, error > {min_error_wer}), balanced on "
+                                      f"noise and rate strata",
+                         params=dict(pool=pool, k=k, model=model.source, min_error_wer=min_error_wer,
+                                     max_correct_wer=max_correct_wer))
