@@ -31,7 +31,8 @@ def test_tiny_run_writes_the_schema_and_reruns_identically(tmp_path):
     assert first == (tmp_path / "b" / "lenses_tiny.en.json").read_bytes()
     res = json.loads(first)
     assert res["n_clips"] == 3 and [c["source"] for c in res["clips"]] == ["bundled", "pocketsphinx", "espeak-ng"]
-    assert res["n_train_clips"] + res["tuned_lens"]["n_heldout_clips"] == 3
+    assert res["tuned_lens"]["n_heldout_clips"] == 3 and res["tuned_lens"]["folds"] == 2  # cross-fitted: every clip
+    assert res["tuned_lens"]["n_text_positions"] == sum(c["n_text"] for c in res["clips"])
     layers = res["dims"]["n_text_layer"]
     sat = res["saturation"]
     assert sat["text"]["n_positions"] == sum(c["n_text"] for c in res["clips"]) > 0
@@ -46,6 +47,17 @@ def test_tiny_run_writes_the_schema_and_reruns_identically(tmp_path):
     assert abs(tl["gain"]["value"] - (tl["saturation_plain"]["value"] - tl["saturation_tuned"]["value"])) < 1e-5
     table = LX.docs_table(res)
     assert "| encoder layer |" in table and "gain (plain - tuned)" in table
+
+
+def test_crossfit_folds_score_every_clip_once_by_a_translator_that_never_saw_it():
+    held = LX.heldout_mask(37, {"heldout_fraction": 0.5, "seed": 0})
+    folds = LX.crossfit_folds(held)
+    assert len(folds) == 2
+    for train, test in folds:
+        assert not set(train) & set(test)
+    tested = np.concatenate([test for _, test in folds])
+    assert sorted(tested.tolist()) == list(range(37))
+    assert folds[0][1].tolist() == np.nonzero(held)[0].tolist()  # fold 0 is the split as before
 
 
 def test_position_kinds_name_what_each_position_predicts():
@@ -67,8 +79,9 @@ def test_special_positions_never_enter_text_statistics():
     kl = [np.where(k == "text", 1.0, 50.0)[None].repeat(3, 0) for k in kinds]
     plain = [dict(saturation=s, kl=k) for s, k in zip(sats, kl)]
     tuned = [dict(saturation=np.where(k == "text", 0, 3), kl=x * 0.5) for k, x in zip(kinds, kl)]
-    tl = R.tuned_stats(plain, tuned, kinds, np.array([2.0, 1.0]), CFG)
-    assert tl["n_text_positions"] == 4
+    tl = R.tuned_stats(plain, tuned, kinds, [np.array([2.0, 1.0]), np.array([3.0, 1.5])], CFG)
+    assert tl["n_text_positions"] == 4 and tl["folds"] == 2
+    assert tl["loss_first"] == [2.0, 3.0] and tl["loss_last"] == [1.0, 1.5]
     assert tl["saturation_plain"]["value"] == 0.5 and tl["saturation_tuned"]["value"] == 0
     assert tl["gain"]["value"] == 0.5
     assert [k["value"] for k in tl["kl_plain"]] == [1.0] * 3 and [k["value"] for k in tl["kl_gain"]] == [0.5] * 3

@@ -8,12 +8,14 @@ docs table, :func:`docs_table`). Clips (``config["real"]``, ``config["synth"]``:
 source): real recordings with their documented transcripts (:mod:`..data.real`) and sentences
 synthesized by the offline engines (:func:`..data.engines.speak`), their texts the references.
 A seeded split holds out ``split.heldout_fraction`` of the clips: the tuned lens is trained on
-the rest and evaluated on them. ``config["models"][model]`` overrides settings per model (a
+the rest and evaluated on them, then the halves swap (2-fold cross-fitting), so every clip
+is scored by a translator trained without it. ``config["models"][model]`` overrides settings per model (a
 smaller run is then recorded in the JSON's ``config``).
 
 Stages (:mod:`.stages`, resumable with ``--work``): greedy transcripts, the logit lens over all
-clips (a chunk per batch), one encoder-lens run per setting, the decoder translator's training,
-the tuned lens on the held-out clips. Rerun the same command and finished stages are read back
+clips (a chunk per batch), one encoder-lens run per setting, per cross-fitting fold the
+decoder translator's training and the tuned lens on the clips it did not see (fold 1's stages
+``train_swap``, ``tuned_lens_swap``). Rerun the same command and finished stages are read back
 (identical JSON); another configuration in the same ``--work`` is a one-line error.
 """
 
@@ -75,6 +77,13 @@ def heldout_mask(n: int, split: dict) -> np.ndarray:
     return mask
 
 
+def crossfit_folds(held: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The two cross-fitting folds of a split: (train, test) = (kept, held out), then swapped,
+    so that every clip is scored once by a translator that never saw it."""
+    kept, out = np.nonzero(~held)[0], np.nonzero(held)[0]
+    return [(kept, out), (out, kept)]
+
+
 def _mels(model, audios) -> jnp.ndarray:
     import jaxasr_interp as jai
     return jnp.stack([jai.log_mel(a, n_mels=model.dims.n_mels) for a in audios])
@@ -113,7 +122,7 @@ def encoder_stage(work: Work, model, audios, texts, cfg: dict) -> dict:
     return {label: unpack_encoder_lens(r) for label, r in zip(cfg["runs"], work.map("encoder_lens", one, cfg["runs"]))}
 
 
-def train_stage(work: Work, model, mels, seqs, cfg: dict) -> tuple[dict, np.ndarray]:
+def train_stage(work: Work, model, mels, seqs, cfg: dict, stage: str = "train") -> tuple[dict, np.ndarray]:
     """The decoder translator trained on (mels, seqs) and its loss curve."""
     from jaxasr_interp.lenses.tuned import fit_translators
 
@@ -122,7 +131,7 @@ def train_stage(work: Work, model, mels, seqs, cfg: dict) -> tuple[dict, np.ndar
                                      which=("decoder",), steps=cfg["steps"], lr=cfg["lr"],
                                      weight_decay=cfg["weight_decay"])
         return dict(weight=tr["decoder"]["weight"], bias=tr["decoder"]["bias"], loss=losses["decoder"])
-    (out,) = work.map("train", one, ["decoder translator"])
+    (out,) = work.map(stage, one, ["decoder translator"])
     return {"weight": jnp.asarray(out["weight"]), "bias": jnp.asarray(out["bias"])}, out["loss"]
 
 
@@ -139,12 +148,18 @@ def run(model, cfg: dict, work: Work) -> dict:
     plain = logit_lens_stage(work, "logit_lens", model, mels, seqs, batch)
     enc = encoder_stage(work, model, audios, texts, cfg["encoder_lens"])
     held = heldout_mask(len(clips), cfg["split"])
-    train_idx, test_idx = np.nonzero(~held)[0], np.nonzero(held)[0]
-    translator, loss = train_stage(work, model, mels[train_idx], [seqs[i] for i in train_idx], cfg["tuned_lens"])
-    tuned = logit_lens_stage(work, "tuned_lens", model, mels[test_idx], [seqs[i] for i in test_idx], batch,
-                             translator)
+    tuned, losses = [None] * len(clips), []
+    for fold, (train_idx, test_idx) in enumerate(crossfit_folds(held)):  # stage names of fold 0 predate fold 1
+        suffix = "" if fold == 0 else "_swap"
+        translator, loss = train_stage(work, model, mels[train_idx], [seqs[i] for i in train_idx],
+                                       cfg["tuned_lens"], stage="train" + suffix)
+        rows = logit_lens_stage(work, "tuned_lens" + suffix, model, mels[test_idx], [seqs[i] for i in test_idx],
+                                batch, translator)
+        for i, row in zip(test_idx, rows):
+            tuned[i] = row
+        losses.append(loss)
     kinds = [report.position_kinds(s, len(tok.prompt()), tok.eot) for s in seqs]
-    return report.results(model, cfg, clips, held, seqs, kinds, plain, enc, tuned, loss)
+    return report.results(model, cfg, clips, held, seqs, kinds, plain, enc, tuned, losses)
 
 
 def render(paths, docs="docs/lenses.md", figure="docs/figures/saturation_text_tokens.png"):

@@ -4,7 +4,9 @@ Teacher-forced sequence ``prompt + transcript + [eot]``: position ``t`` predicts
 and :func:`position_kinds` names what it predicts: ``"prompt"`` (the rest of the prompt, e.g.
 ``<|notimestamps|>``), ``"eot"`` (end-of-text), ``"text"`` (a text token) or ``"special"``
 (any other id >= eot); the last position predicts nothing (``""``). Text-token statistics use
-``"text"`` positions only; prompt and eot positions are reported apart.
+``"text"`` positions only; prompt and eot positions are reported apart. The tuned lens is
+2-fold cross-fitted: the split's two halves each train a translator that scores the other, so
+``tuned_lens`` covers every clip (``n_heldout_clips``), each one held out from its translator.
 
 Intervals (:mod:`..core.stats`): 95% percentile bootstrap over **clips**. Pooled rates (WER,
 CER, mean saturation layer, the share of positions saturating at each layer, mean KL) resample
@@ -17,7 +19,9 @@ positions by kind), ``encoder_lens[run]`` (``wer``/``cer``: interval per encoder
 ``empty``: clips with an empty transcript per layer), ``saturation`` (``n_layers``;
 ``text``/``prompt``/``eot``: ``n_positions``, ``mean``; ``text.distribution``: interval per
 saturation layer 0..L, L = never), ``tuned_lens`` (clip and position counts, ``loss``,
-``saturation_plain``/``saturation_tuned``/``gain``, ``kl_plain``/``kl_tuned``/``kl_gain``).
+``saturation_plain``/``saturation_tuned``/``gain``, ``kl_plain``/``kl_tuned``/``kl_gain``;
+``folds``, ``loss_first``/``loss_last``: one per fold); ``clips[].heldout``: in the split's
+held-out half (scored by fold 0's translator).
 """
 
 from __future__ import annotations
@@ -81,8 +85,9 @@ def encoder_stats(runs: dict, cfg) -> dict:
     return out
 
 
-def tuned_stats(plain, tuned, kinds, loss, cfg) -> dict:
-    """Tuned vs plain on the held-out clips (``plain``, ``tuned``, ``kinds``: theirs only)."""
+def tuned_stats(plain, tuned, kinds, losses, cfg) -> dict:
+    """Tuned vs plain on the clips scored (``plain``, ``tuned``, ``kinds``: theirs only; each
+    clip's tuned row from a translator trained without it); ``losses``: one curve per fold."""
     masks = [k == "text" for k in kinds]
     count = [int(m.sum()) for m in masks]
     sums = {name: [r["saturation"][m].sum() for r, m in zip(rows, masks)] for name, rows in
@@ -93,8 +98,9 @@ def tuned_stats(plain, tuned, kinds, loss, cfg) -> dict:
     boot, n = _boot(cfg), len(count)
     return {
         "n_heldout_clips": n, "n_text_positions": int(sum(count)),
-        "steps": cfg["tuned_lens"]["steps"], "loss_first": round(float(loss[0]), 6),
-        "loss_last": round(float(loss[-1]), 6),
+        "folds": len(losses), "steps": cfg["tuned_lens"]["steps"],
+        "loss_first": [round(float(loss[0]), 6) for loss in losses],
+        "loss_last": [round(float(loss[-1]), 6) for loss in losses],
         "saturation_plain": _pooled(sums["plain"], count, cfg), "saturation_tuned": _pooled(sums["tuned"], count, cfg),
         "gain": interval(paired_ratio_diff_ci(sums["plain"], sums["tuned"], count, **boot), n),
         "kl_plain": [_pooled(kl["plain"][l], count, cfg) for l in range(n_layers)],
@@ -103,20 +109,19 @@ def tuned_stats(plain, tuned, kinds, loss, cfg) -> dict:
                     for l in range(n_layers)]}
 
 
-def results(model, cfg, clips, held, seqs, kinds, plain, enc, tuned, loss) -> dict:
-    """The results file's dict (module docstring)."""
+def results(model, cfg, clips, held, seqs, kinds, plain, enc, tuned, losses) -> dict:
+    """The results file's dict (module docstring); ``tuned``: a row per clip (cross-fitted)."""
     import dataclasses
     tok = model.tokenizer
     rows = [dict(name=c["name"], source=c["source"], text=c["text"], heldout=bool(h),
                  transcript=tok.decode([t for t in s if t < tok.eot]),
                  **{f"n_{k}": int((kd == k).sum()) for k in KINDS})
             for c, h, s, kd in zip(clips, held, seqs, kinds)]
-    test = np.nonzero(held)[0]
     return {"model": model.source, "dims": dataclasses.asdict(model.dims), "config": cfg, "n_clips": len(clips),
             "n_train_clips": int((~held).sum()), "clips": rows,
             "encoder_lens": encoder_stats(enc, cfg),
             "saturation": saturation_stats([p["saturation"] for p in plain], kinds, model.dims.n_text_layer, cfg),
-            "tuned_lens": tuned_stats([plain[i] for i in test], tuned, [kinds[i] for i in test], loss, cfg)}
+            "tuned_lens": tuned_stats(plain, tuned, kinds, losses, cfg)}
 
 
 def _ci(x: dict, fmt: str = ".3f") -> str:
@@ -132,8 +137,9 @@ def docs_table(res: dict) -> str:
     sat, tl, enc = res["saturation"], res["tuned_lens"], res["encoder_lens"]
     runs = list(enc)
     n_layers = sat["n_layers"]
-    lines = [f"{res['model']}: {res['n_clips']} clips ({res['n_train_clips']} train / {tl['n_heldout_clips']} "
-             f"held out), {sat['text']['n_positions']} text-token positions; 95% bootstrap intervals over clips."
+    lines = [f"{res['model']}: {res['n_clips']} clips (tuned lens: halves of {res['n_train_clips']} and "
+             f"{res['n_clips'] - res['n_train_clips']}, cross-fitted), {sat['text']['n_positions']} text-token "
+             f"positions; 95% bootstrap intervals over clips."
              + (f" Note: {res['config']['note']}." if res["config"].get("note") else ""), "",
              "| encoder layer | " + " | ".join(f"WER {r} | CER {r} | empty {r}" for r in runs) + " |",
              "|---" * (1 + 3 * len(runs)) + "|"]
@@ -149,8 +155,10 @@ def docs_table(res: dict) -> str:
         str(l) if l < n_layers else "never" for l in range(n_layers + 1)) + " |",
               "|---" * (n_layers + 2) + "|",
               "| share of positions | " + " | ".join(_pct(d) for d in sat["text"]["distribution"]) + " |", "",
-              f"Tuned lens (decoder translator, {tl['steps']} steps, training KL {tl['loss_first']:.3f} -> "
-              f"{tl['loss_last']:.3f}) on {tl['n_heldout_clips']} held-out clips, {tl['n_text_positions']} text "
+              f"Tuned lens (decoder translator, {tl['steps']} steps, {tl['folds']}-fold cross-fitted: each clip "
+              f"scored by the translator trained on the other half; training KL "
+              + " and ".join(f"{a:.3f} -> {b:.3f}" for a, b in zip(tl["loss_first"], tl["loss_last"]))
+              + f") on {tl['n_heldout_clips']} held-out clips, {tl['n_text_positions']} text "
               f"positions: mean saturation layer plain {_ci(tl['saturation_plain'], '.2f')}, tuned "
               f"{_ci(tl['saturation_tuned'], '.2f')}, gain (plain - tuned) **{_ci(tl['gain'], '.2f')} layers**.", "",
               "| decoder layer | KL plain (nats) | KL tuned | KL plain - tuned |", "|---|---|---|---|"]
