@@ -34,8 +34,8 @@ COMMANDS = {
     "probe-accent": ["experiment", "probe-accent", *SMALL_PROBE],
     "probe-noise": ["experiment", "probe-noise", *SMALL_PROBE],
     "probe-speech": ["experiment", "probe-speech", *SMALL_PROBE],
-    "probe-hallucination": ["experiment", "probe-hallucination", "--n", "2", "--pool", "128",
-                            "--folds", "2", "--seeds", "0", "--l2", "0.01"],
+    "probe-hallucination": ["experiment", "probe-hallucination", "--n", "6", "--pool", "64", "--folds", "2",
+                            "--seeds", "0", "--l2", "0.01"],
 }
 
 
