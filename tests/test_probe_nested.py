@@ -95,8 +95,7 @@ def test_cli_hallucination_dataset_is_matched_on_noise_and_rate(tmp_path, monkey
     data = read_dataset(tmp_path / "h")
     assert counts["outcome"]["correct"] == counts["outcome"]["error"] and 2 <= counts["outcome"]["correct"] <= 5
     by = {c: [r for r in data.rows if r["outcome"] == c] for c in ("correct", "error")}
-    stratum = lambda rows: sorted(D.strata(np.asarray([float(r["snr_db"]) for r in rows]),
-                                           np.asarray([int(r["speed"]) for r in rows])).tolist())
+    stratum = lambda rows: sorted(D.strata(*D.pool_levels(rows)).tolist())
     assert stratum(by["correct"]) == stratum(by["error"])
     assert max(float(r["wer"]) for r in by["correct"]) <= 0.2 < 0.5 < min(float(r["wer"]) for r in by["error"])
     assert all(p.is_file() for p in data.paths) and "fake" in data.meta["label_source"]

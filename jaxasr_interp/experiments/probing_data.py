@@ -133,6 +133,11 @@ def strata(snr_db: np.ndarray, speed: np.ndarray, words: np.ndarray | None = Non
     return out * (int(words.max(initial=0)) + 1) + words
 
 
+def pool_levels(rows) -> tuple[np.ndarray, np.ndarray]:
+    """The noise level (``snr_db``) and speaking rate (``speed``) of a hard pool's rows."""
+    return np.asarray([float(r["snr_db"]) for r in rows]), np.asarray([int(r["speed"]) for r in rows])
+
+
 def word_counts(transcripts) -> np.ndarray:
     """Words of each transcript (split on white space)."""
     return np.asarray([len(t.split()) for t in transcripts], np.int64)
@@ -181,7 +186,7 @@ def build_matched_outcomes(out, model, pool: int = 192, k: int = 24, *, seed: in
     hyps = transcribe(model, [str(p) for p in data.paths], batch_size=batch_size, progress=True)
     wer = item_wer([r["transcript"] for r in data.rows], hyps)
     labels = outcome_labels(wer, min_error_wer, max_correct_wer)
-    stratum = strata(np.asarray([float(r["snr_db"]) for r in data.rows]), np.asarray([int(r["speed"]) for r in data.rows]))
+    stratum = strata(*pool_levels(data.rows))
     keep = matched_pairs(balanced_by_strata(labels, stratum, seed), labels, stratum, k, seed)
     if keep.size < 4:
         raise ValueError(f"the pool of {pool} gave {int((labels == 0).sum())} correct and {int((labels == 1).sum())} "

@@ -95,8 +95,7 @@ def hallucination_labels(data, transcripts, spec, cfg, *, match: dict | None = N
     and rate bin edges ``snr_edges`` / ``rate_edges`` when it gives them."""
     wer = D.item_wer([r["transcript"] for r in data.rows], transcripts)
     outcome = D.outcome_labels(wer, spec["min_error_wer"], spec.get("max_correct_wer", 0.0))
-    snr = np.asarray([float(r["snr_db"]) for r in data.rows])
-    speed = np.asarray([int(r["speed"]) for r in data.rows])
+    snr, speed = D.pool_levels(data.rows)
     noise_bins, rate_bins = D.NOISE_BINS, D.RATE_BINS
     if match is not None:
         noise_bins, rate_bins = match.get("snr_edges", noise_bins), match.get("rate_edges", rate_bins)
