@@ -112,14 +112,22 @@ def hallucination_labels(data, transcripts, spec, cfg, *, match: dict | None = N
     return keep, outcome[keep], snr[keep], speed[keep], pool
 
 
+def too_few(counts, cfg) -> str | None:
+    """Why a labelling cannot be probed (a class with no more items than outer folds: the inner
+    folds need a few of every class too), or None."""
+    if min(counts) <= cfg["outer_folds"]:
+        return f"too few items per class for nested {cfg['outer_folds']} x {cfg['inner_folds']}-fold"
+    return None
+
+
 def outcome_probe(x, names, groups, transcripts, data, spec, cfg, *, match: dict | None = None) -> dict:
     """The correct-vs-error probe of the hard pool, balanced on noise and rate (and on the
     transcript's word count with ``match``, :func:`hallucination_labels`), with its nuisance probes."""
     keep, labels, snr, speed, pool = hallucination_labels(data, transcripts, spec, cfg, match=match)
     x, groups, transcripts = x[:, keep], groups[keep], [transcripts[i] for i in keep]
     out = dict(pool=pool, classes=["correct", "error"], counts=np.bincount(labels, minlength=2).tolist())
-    if min(out["counts"]) <= cfg["outer_folds"]:
-        return dict(out, skipped=f"too few items per class for nested {cfg['outer_folds']} x {cfg['inner_folds']}-fold")
+    if too_few(out["counts"], cfg):
+        return dict(out, skipped=too_few(out["counts"], cfg))
     out.update(summarise(_nested(x, labels, cfg, groups), names, cfg))
     out["nuisance"] = nuisance_probes(x, names, transcripts, snr, speed, labels, cfg)
     return out
@@ -154,12 +162,10 @@ def run_task(task: str, spec: dict, cfg: dict, model) -> dict:
             out["length_matched"] = outcome_probe(x, names, groups, transcripts, data, spec, cfg, match=match)
         return out
     labels, classes = data.encoded(spec["target"])
-    counts = np.bincount(labels, minlength=len(classes))
-    if counts.min() <= cfg["outer_folds"]:  # the inner folds need a few of every class too
-        return dict(out, classes=classes, counts=counts.tolist(),
-                    skipped=f"too few items per class for nested {cfg['outer_folds']} x {cfg['inner_folds']}-fold")
-    out.update(classes=classes, counts=np.bincount(labels, minlength=len(classes)).tolist(),
-               **summarise(_nested(x, labels, cfg, groups), names, cfg))
+    counts = np.bincount(labels, minlength=len(classes)).tolist()
+    if too_few(counts, cfg):
+        return dict(out, classes=classes, counts=counts, skipped=too_few(counts, cfg))
+    out.update(classes=classes, counts=counts, **summarise(_nested(x, labels, cfg, groups), names, cfg))
     for column in spec.get("held_out", ()):
         out.setdefault("held_out", {})[column] = held_out(x, names, labels, classes, data, column, cfg)
     return out
